@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create .venv and install every requirements/*.txt into it; re-runs only when a requirements file changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+fi
+stamp=.venv/.requirements.sha
+want=$(cat requirements/*.txt | sha256sum | cut -d' ' -f1)
+if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
+  exit 0
+fi
+echo "setup: installing requirements into .venv (first run takes a few minutes)"
+# torch first, pinned to the CPU build, so nothing below pulls in a CUDA build.
+.venv/bin/python -m pip install -q -r requirements/torch.txt
+args=()
+for f in requirements/*.txt; do args+=(-r "$f"); done
+.venv/bin/python -m pip install -q "${args[@]}"
+echo "$want" >"$stamp"
