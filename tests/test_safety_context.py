@@ -1,0 +1,182 @@
+"""How a mention is read: negation, history, typos, traditional characters, numbers, and turns.
+
+These pin down the reading rules themselves, beyond the per-category cases: a negation must not
+leak onto a later symptom (a missed emergency), and a symptom word that contains 不 or 没
+(叫不醒, 没精神) must not be read as a negation."""
+
+from __future__ import annotations
+
+import pytest
+
+from wingpt.chat_template import Message
+from wingpt.safety import TriageAssessor, load_rules
+from wingpt.safety.extract import ages_days, cn_number, temperatures
+from wingpt.safety.normalize import Normalizer
+
+
+@pytest.fixture(scope="module")
+def assessor() -> TriageAssessor:
+    return TriageAssessor(load_rules())
+
+
+def categories(assessor: TriageAssessor, *turns: str) -> list[str]:
+    messages = [Message("user" if i % 2 == 0 else "assistant", t) for i, t in enumerate(turns)]
+    return assessor.assess(messages).categories
+
+
+class TestNegation:
+    @pytest.mark.parametrize(
+        "text",
+        ["没有胸痛", "无胸痛", "否认胸痛", "未出现胸痛", "没有明显的胸痛", "不是胸痛", "从来没有过胸痛", "胸痛不明显"],
+    )
+    def test_negated_forms(self, assessor: TriageAssessor, text: str) -> None:
+        assert categories(assessor, text) == []
+
+    def test_negation_carries_along_a_list(self, assessor: TriageAssessor) -> None:
+        assert categories(assessor, "否认胸痛、胸闷及大汗，否认呼吸困难") == []
+        assert categories(assessor, "没有胸痛和出汗") == []
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("不头晕，但是胸口痛，出冷汗", "chest_pain_acs"),  # a clause break ends the negation
+            ("没有发烧，胸口痛，出冷汗", "chest_pain_acs"),
+            ("没睡好，胸口痛出汗", "chest_pain_acs"),
+            ("没睡好胸口痛出汗", "chest_pain_acs"),  # 睡好 is not a filler: the negation is about sleep
+            ("我不知道为什么胸口痛，还出汗", "chest_pain_acs"),  # 不知道 is not a negation
+            ("是不是中风了", "stroke_signs"),  # nor is the question form 是不是
+            ("有没有可能是中风", "stroke_signs"),
+            ("左手没力气，说话也说不清楚", "stroke_signs"),  # 没 inside a symptom negates nothing after it
+            ("孩子不停地抽搐", "unconscious_seizure"),  # 不停 is listed as not a negation
+            ("没有发烧也胸痛出汗", "chest_pain_acs"),
+        ],
+    )
+    def test_negation_does_not_leak(self, assessor: TriageAssessor, text: str, expected: str) -> None:
+        assert expected in categories(assessor, text)
+
+
+class TestHistory:
+    @pytest.mark.parametrize(
+        "text", ["去年中风过", "以前中风过，已经好了", "三年前得过脑梗", "有脑梗病史", "小时候抽搐过", "既往有心梗史"]
+    )
+    def test_past_events_stay_quiet(self, assessor: TriageAssessor, text: str) -> None:
+        assert categories(assessor, text) == []
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "以前中风过，现在又说话不清楚",  # a new clause about now
+            "以前就有胸痛现在更厉害了，还出冷汗",  # a present word in the same clause
+            "以前就有胸痛，现在更厉害了，还出冷汗",  # a later clause says it is worse now
+            "以前也有过胸痛，今天又犯了，出了一身冷汗",  # recurrence brings the past mention back
+            "吃饭之前胸口痛，出冷汗",  # 之前 is no history word: 吃饭之前 is today
+            "半小时以前开始胸痛，出冷汗",
+        ],
+    )
+    def test_current_events_are_not_taken_for_history(self, assessor: TriageAssessor, text: str) -> None:
+        assert categories(assessor, text), text
+
+    @pytest.mark.parametrize("text", ["心梗有什么症状", "中风的前兆有哪些", "脑梗怎么预防"])
+    def test_general_questions_about_a_disease_stay_quiet(self, assessor: TriageAssessor, text: str) -> None:
+        assert categories(assessor, text) == []
+
+    def test_a_suspected_disease_fires(self, assessor: TriageAssessor) -> None:
+        assert categories(assessor, "我是不是心梗了") == ["chest_pain_acs"]
+        assert categories(assessor, "我爸好像中风了") == ["stroke_signs"]
+        assert categories(assessor, "我有胸痛的症状，还出冷汗") == ["chest_pain_acs"]
+
+    def test_self_harm_keeps_its_history(self, assessor: TriageAssessor) -> None:
+        assert categories(assessor, "以前割过腕，最近又很难受") == ["suicide_self_harm"]
+
+
+class TestNormalisation:
+    def test_traditional_full_width_spaces_and_case(self) -> None:
+        normalize = Normalizer({})
+        assert normalize("頭暈，胸悶") == "头晕,胸闷"
+        assert normalize("体温 ３９．５℃") == "体温39.5°c"
+        assert normalize("胸 痛\n出汗") == "胸痛。出汗"
+        assert normalize("ZS") == "zs"
+
+    def test_typos_are_corrected_after_traditional_conversion(self) -> None:
+        assert Normalizer({"胸通": "胸痛"})("胸通") == "胸痛"
+
+    def test_line_break_ends_a_clause(self, assessor: TriageAssessor) -> None:
+        assert "chest_pain_acs" in categories(assessor, "不头晕\n胸口痛，出冷汗")
+
+    def test_full_width_temperature(self, assessor: TriageAssessor) -> None:
+        assert categories(assessor, "宝宝２个月，体温３８．５度") == ["infant_fever"]
+
+
+class TestNumbers:
+    @pytest.mark.parametrize(
+        ("text", "value"),
+        [
+            ("体温39.5度", 39.5),
+            ("烧到40了", 40.0),
+            ("40°c", 40.0),
+            ("三十九度五", 39.5),
+            ("39度5", 39.5),
+            ("三十八点五度", 38.5),
+            ("发烧38.5", 38.5),
+            ("102°f", 38.9),
+        ],
+    )
+    def test_temperature(self, text: str, value: float) -> None:
+        assert value in [v for v, _, _ in temperatures(text)]
+
+    @pytest.mark.parametrize("text", ["外面气温40度", "体温不到38度", "烧了3天", "发烧39度5天了"])
+    def test_not_a_fever_reading(self, text: str) -> None:
+        assert all(v < 39.5 for v, _, _ in temperatures(text))
+
+    @pytest.mark.parametrize(
+        ("text", "days"),
+        [
+            ("宝宝2个月大", 60),
+            ("出生40天", 40),
+            ("两个月的宝宝", 60),
+            ("宝宝快三个月了", 89),
+            ("不到3个月的宝宝", 89),
+            ("3个月不到的宝宝", 89),
+            ("宝宝2个半月", 75),
+            ("宝宝8周", 56),
+            ("6周龄", 42),
+            ("宝宝1岁2个月大", 425),
+            ("孩子5岁", 1825),
+        ],
+    )
+    def test_age(self, text: str, days: int) -> None:
+        assert ages_days(text)[0][0] == days
+
+    @pytest.mark.parametrize("text", ["发烧2天了", "宝宝3月出生", "咳嗽一周了"])
+    def test_durations_are_not_ages(self, text: str) -> None:
+        assert ages_days(text) == []
+
+    @pytest.mark.parametrize(("text", "value"), [("四十", 40), ("十五", 15), ("两", 2), ("半", 0.5), ("几", None)])
+    def test_chinese_numbers(self, text: str, value: float | None) -> None:
+        assert cn_number(text) == value
+
+
+class TestTurns:
+    def test_combination_across_turns(self, assessor: TriageAssessor) -> None:
+        assert categories(assessor, "我胸口好痛", "请问还有别的症状吗？", "现在开始出冷汗了") == ["chest_pain_acs"]
+        assert categories(assessor, "宝宝2个月大", "好的", "今天发烧38.5度") == ["infant_fever"]
+        assert categories(assessor, "宝宝发烧38.5度", "宝宝多大了？", "宝宝才两个月") == ["infant_fever"]
+
+    def test_latest_message_must_take_part(self, assessor: TriageAssessor) -> None:
+        """The notice answers what the patient just said; it is not repeated on every later turn."""
+        assert categories(assessor, "我胸口痛，出冷汗", "请马上拨打120", "好的谢谢") == []
+
+    def test_only_recent_turns_complete_a_combination(self, assessor: TriageAssessor) -> None:
+        turns = ["我胸口痛", "嗯", "昨晚没睡好", "嗯", "胃口也不好", "嗯", "今天早上出了冷汗"]
+        assert "chest_pain_acs" not in categories(assessor, *turns)  # chest pain is 3 user turns back
+        assert "chest_pain_acs" in categories(assessor, *turns[:2], *turns[4:])
+
+    def test_assistant_turns_are_not_read(self, assessor: TriageAssessor) -> None:
+        assert categories(assessor, "我有点咳嗽", "胸痛伴大汗要立即拨打120", "好的") == []
+
+    def test_negation_in_an_earlier_turn_stays(self, assessor: TriageAssessor) -> None:
+        assert "chest_pain_acs" not in categories(assessor, "没有胸痛", "嗯", "出冷汗")
+
+    def test_system_and_empty_chats(self, assessor: TriageAssessor) -> None:
+        assert assessor.assess([]).level == "none"
+        assert assessor.assess([Message("system", "我胸口痛，出冷汗")]).level == "none"

@@ -1,0 +1,81 @@
+"""Triage assessment of a chat: which red flags the patient's latest message raises.
+
+This runs before the model's first token in the Triton preprocessing step, so it must be cheap
+(well under a millisecond) and must not depend on the model: it is plain rules over text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from wingpt.chat_template import Message
+from wingpt.safety.rules import LEVELS, Category, Rules
+from wingpt.safety.scan import Scanner
+
+
+@dataclass(frozen=True)
+class TriageResult:
+    """Flags for one request. `evidence` (category -> matched text) is for review and tests; it is
+    left out of `to_json` so the patient's words do not travel into logs beside the flags."""
+
+    level: str = "none"  # "none" < "urgent" < "emergency"
+    categories: list[str] = field(default_factory=list)
+    notice: str = ""
+    evidence: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def flagged(self) -> bool:
+        return self.level != "none"
+
+    def to_json(self) -> str:
+        """Compact JSON for the `triage` output tensor."""
+        body = {"level": self.level, "categories": self.categories, "notice": self.notice}
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+class TriageAssessor:
+    """Rules compiled once; `assess` is then safe to call from many threads (no shared state)."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self._scanner = Scanner(rules)
+
+    def assess(self, messages: Sequence[Message]) -> TriageResult:
+        """Flags raised by the latest user message, with up to `context_turns` earlier user turns
+        completing combinations (chest pain in one turn, sweating in the next). A flag needs at least
+        one of its terms in the latest message: the notice answers what the patient just said."""
+        user_turns = [m.content for m in messages if m.role == "user"]
+        if not user_turns:
+            return TriageResult()
+        latest = self._scanner.scan(user_turns[-1])
+        if not latest:
+            return TriageResult()
+        earlier: dict[str, list[str]] = {}
+        for text in user_turns[-1 - self.rules.context_turns : -1]:
+            for term, snippets in self._scanner.scan(text).items():
+                earlier.setdefault(term, []).extend(snippets)
+        fired: list[Category] = []
+        evidence: dict[str, list[str]] = {}
+        for category in self.rules.categories:
+            for terms in category.when:
+                if all(t in latest or t in earlier for t in terms) and any(t in latest for t in terms):
+                    fired.append(category)
+                    evidence[category.id] = list(dict.fromkeys(s for t in terms for s in latest.get(t) or earlier[t]))
+                    break
+        return _result(fired, evidence)
+
+
+def _result(fired: list[Category], evidence: dict[str, list[str]]) -> TriageResult:
+    hidden = {other for category in fired for other in category.supersedes}
+    fired = [c for c in fired if c.id not in hidden]
+    if not fired:
+        return TriageResult()
+    fired.sort(key=lambda c: -LEVELS.index(c.level))  # stable: file order within a level
+    return TriageResult(
+        level=fired[0].level,
+        categories=[c.id for c in fired],
+        notice="\n".join(dict.fromkeys(c.notice for c in fired)),
+        evidence={c.id: evidence[c.id] for c in fired},
+    )

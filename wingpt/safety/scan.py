@@ -1,0 +1,129 @@
+"""Finding the terms a patient's message asserts *now*: not negated, not past history.
+
+A keyword hit is only half the job: 没有胸痛 and 去年中风过 contain the keywords of two
+emergencies. Each hit (a "mention") is read in its clause: a negation word with only filler
+words before it cancels it, the cancellation carries along a list (否认胸痛、胸闷及大汗), and a
+history word earlier in the clause makes it past unless the clause also speaks of now. Words
+that contain a negation character but are themselves symptoms (叫不醒, 说不出话, 没精神) are
+never read as negations, because every term hit masks the cues inside it.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from typing import NamedTuple
+
+from wingpt.safety.extract import ages_days, temperatures
+from wingpt.safety.normalize import Normalizer
+from wingpt.safety.rules import Context, Rules, Term
+
+# Every alternative starts with a character, so the search skips ordinary text fast: a look-behind
+# first would be tried at every position. A full stop between digits (39.5) ends no clause.
+_PUNCTUATION = re.compile(r"[,!?;。…~:]|\.(?:(?!\d)|(?<!\d\.))")
+_LIST_JOINERS = re.compile(r"(?:、|和|及|以及|与|或|或者|跟|/|\+)?")
+
+
+class Mention(NamedTuple):  # a tuple: a long message has hundreds, built on every request
+    term: Term
+    start: int
+    end: int
+    contextual: bool = True  # ages are facts about the patient; negation and history do not apply
+
+
+class Scanner:
+    """Text -> {term id: matched snippets} for the terms the text asserts as current."""
+
+    def __init__(self, rules: Rules) -> None:
+        self._context = rules.context
+        self._normalize = Normalizer(rules.typos)
+        terms = rules.terms.values()
+        self._text_terms = [(t, t.regex) for t in terms if t.regex is not None]
+        self._temperature_terms = [(t, t.temperature_at_least) for t in terms if t.temperature_at_least is not None]
+        self._age_terms = [(t, t.age_days_under) for t in terms if t.age_days_under is not None]
+        self._clause_break = re.compile(f"{_PUNCTUATION.pattern}|{rules.context.clause_breaks.pattern}")
+
+    def scan(self, raw: str) -> dict[str, list[str]]:
+        text = self._normalize(raw)
+        mentions = self._mentions(text)
+        if not mentions:
+            return {}
+        reader = _ClauseReader(text, self._context, self._clause_break, mentions)
+        found: dict[str, list[str]] = {}
+        for mention in reader.current():
+            found.setdefault(mention.term.id, []).append(text[mention.start : mention.end])
+        return found
+
+    def _mentions(self, text: str) -> list[Mention]:
+        mentions = [Mention(term, m.start(), m.end()) for term, regex in self._text_terms for m in regex.finditer(text)]
+        if self._temperature_terms:
+            for value, start, end in temperatures(text):
+                mentions += [Mention(t, start, end) for t, at_least in self._temperature_terms if value >= at_least]
+        if self._age_terms:
+            for days, start, end in ages_days(text):
+                mentions += [Mention(t, start, end, contextual=False) for t, under in self._age_terms if days < under]
+        mentions.sort(key=lambda m: (m.start, -m.end))
+        return mentions
+
+
+class _ClauseReader:
+    """Decides, for one normalised text, which mentions are current. Cues are grouped by clause
+    once, so each mention only looks at the few cues of its own clause."""
+
+    def __init__(self, text: str, context: Context, clause_break: re.Pattern[str], mentions: list[Mention]) -> None:
+        self.text, self.ctx, self.mentions = text, context, mentions
+        self.clause_starts = [0] + [m.end() for m in clause_break.finditer(text)]
+        masked = bytearray(len(text))  # 1 where a term or a not-a-negation word stands
+        spans = [(m.start, m.end) for m in mentions] + [m.span() for m in context.not_negation.finditer(text)]
+        for start, end in spans:
+            masked[start:end] = b"\x01" * (end - start)
+        self.negations = self._cues(context.negation, masked)
+        self.histories = self._cues(context.history, masked)
+        self.present_clauses = {self.clause(m.start()) for m in context.present.finditer(text)}
+        self.last_recurrence = max((m.start() for m in context.recurrence.finditer(text)), default=-1)
+
+    def clause(self, position: int) -> int:
+        return bisect_right(self.clause_starts, position) - 1
+
+    def _cues(self, pattern: re.Pattern[str], masked: bytearray) -> dict[int, list[tuple[int, int]]]:
+        """Cue spans by clause, leaving out those inside a term or a not-a-negation word."""
+        cues: dict[int, list[tuple[int, int]]] = {}
+        for m in pattern.finditer(self.text):
+            if masked.find(1, m.start(), m.end()) < 0:
+                cues.setdefault(self.clause(m.start()), []).append(m.span())
+        return cues
+
+    def current(self) -> list[Mention]:
+        negated: dict[int, list[Mention]] = {}
+        current: list[Mention] = []
+        for mention in self.mentions:
+            clause = self.clause(mention.start)
+            if not mention.contextual:
+                current.append(mention)
+            elif self._negated(mention, clause, negated.get(clause, [])):
+                negated.setdefault(clause, []).append(mention)
+            elif mention.term.keep_history or not self._past(mention, clause):
+                current.append(mention)
+        return current
+
+    def _negated(self, mention: Mention, clause: int, negated_before: list[Mention]) -> bool:
+        text, fillers = self.text, self.ctx.negation_fillers
+        for _, end in self.negations.get(clause, ()):
+            if end <= mention.start and fillers.fullmatch(text, end, mention.start):
+                return True
+        if self.ctx.negation_after.match(text, mention.end) and self.clause(mention.end) == clause:
+            return True
+        # A list after a negation: 否认胸痛、胸闷及大汗 (joiners and fillers only between items).
+        return any(
+            mention.start <= earlier.end or self._list_gap(earlier.end, mention.start) for earlier in negated_before
+        )
+
+    def _list_gap(self, start: int, end: int) -> bool:
+        joiner = _LIST_JOINERS.match(self.text, start, end)
+        return joiner is not None and bool(self.ctx.negation_fillers.fullmatch(self.text, joiner.end(), end))
+
+    def _past(self, mention: Mention, clause: int) -> bool:
+        if clause in self.present_clauses or self.last_recurrence >= mention.end:
+            return False
+        historical = any(start < mention.start for start, _ in self.histories.get(clause, ()))
+        return historical or bool(self.ctx.history_after.match(self.text, mention.end))
