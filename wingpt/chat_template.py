@@ -105,7 +105,7 @@ def build_prompt_ids(
         segments = _segments(system + dialogue[start:], system_prompt)
         ids: list[int] = []
         for seg in segments[:-1]:
-            ids += tok.encode(seg, allow_special=False) + [tok.eod_id]
+            ids += [*tok.encode(seg, allow_special=False), tok.eod_id]
         ids += tok.encode(segments[-1], allow_special=False)
         if len(ids) <= max_prompt_tokens:
             return ids, start

@@ -23,7 +23,7 @@ ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 NUM_EXTRA_TOKENS = 205
-SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END) + tuple(f"<|extra_{i}|>" for i in range(NUM_EXTRA_TOKENS))
+SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END, *tuple(f"<|extra_{i}|>" for i in range(NUM_EXTRA_TOKENS)))
 # The model's embedding is padded to this size; ids past the tokenizer's are never produced by training.
 PADDED_VOCAB_SIZE = 151936
 

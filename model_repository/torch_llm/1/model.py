@@ -1,0 +1,166 @@
+"""torch_llm: the transformers engine with in-flight batching, behind tensorrt_llm's tensors.
+
+Decoupled: `execute` only validates and enqueues; the engine thread streams responses through
+each request's response sender, and a request arriving mid-generation joins the running batch.
+Engine load is exported as `nv_trt_llm_request_metrics{request_type=...}`, the family the
+TensorRT-LLM backend uses, so dashboards and autoscaling work for both engines.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+
+from wingpt.engine.checkpoint import load_model
+from wingpt.engine.inflight import (
+    FINISH_CANCELLED,
+    EngineOverloaded,
+    EngineStopped,
+    GenerationRequest,
+    InflightBatchingEngine,
+)
+from wingpt.errors import InvalidRequest
+from wingpt.sampling import resolve_sampling
+from wingpt.triton_io import (
+    INTERNAL,
+    UNAVAILABLE,
+    error,
+    invalid,
+    optional_array,
+    optional_scalar,
+    parameters,
+    tensor,
+)
+from wingpt.word_lists import decode_word_list
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+log = logging.getLogger("torch_llm")
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        params = parameters(args)
+        device = params["device"]
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("torch_llm was rendered for a GPU but torch sees no CUDA device")
+        model = load_model(params["model_dir"], device, getattr(torch, params["dtype"]))
+        self.engine = InflightBatchingEngine(
+            model,
+            max_batch_size=int(params["max_batch_size"]),
+            max_queue_size=int(params["max_queue_size"]),
+            max_seq_len=int(params["context_window"]),
+        )
+        self._metrics = pb_utils.MetricFamily(
+            name="nv_trt_llm_request_metrics",
+            description="Engine requests by state (same family as the TensorRT-LLM backend)",
+            kind=pb_utils.MetricFamily.GAUGE,
+        )
+        self._gauges = {
+            kind: self._metrics.Metric(labels={"model": "torch_llm", "request_type": kind})
+            for kind in ("active", "waiting", "max", "completed", "cancelled")
+        }
+        self._stop_metrics = threading.Event()
+        threading.Thread(target=self._publish_metrics, daemon=True).start()
+        self.engine.start()
+
+    def _publish_metrics(self) -> None:
+        while not self._stop_metrics.wait(0.2):
+            stats = self.engine.stats()
+            self._gauges["active"].set(stats.active)
+            self._gauges["waiting"].set(stats.waiting)
+            self._gauges["max"].set(stats.max_batch_size)
+            self._gauges["completed"].set(stats.completed)
+            self._gauges["cancelled"].set(stats.cancelled)
+
+    def execute(self, requests: list) -> None:
+        for request in requests:
+            sender = request.get_response_sender()
+            try:
+                self.engine.submit(self._generation_request(request, sender))
+            except InvalidRequest as exc:
+                sender.send(invalid(exc), flags=FINAL)
+            except EngineOverloaded as exc:
+                sender.send(pb_utils.InferenceResponse(error=error(UNAVAILABLE, str(exc))), flags=FINAL)
+            except EngineStopped as exc:
+                sender.send(pb_utils.InferenceResponse(error=error(UNAVAILABLE, str(exc))), flags=FINAL)
+        return None
+
+    def _generation_request(self, request: object, sender: object) -> GenerationRequest:
+        ids = optional_array(request, "input_ids")
+        if ids is None:
+            raise InvalidRequest("input_ids", "is required")
+        prompt = [int(t) for t in ids.reshape(-1)]
+        length = optional_scalar(request, "input_lengths")
+        if length is not None:
+            prompt = prompt[: int(length)]
+        max_new = optional_scalar(request, "request_output_len")
+        if max_new is None or max_new <= 0:
+            raise InvalidRequest("request_output_len", f"must be > 0, got {max_new}")
+        top_k = optional_scalar(request, "runtime_top_k")
+        seed = optional_scalar(request, "seed")
+        sampling = resolve_sampling(
+            temperature=optional_scalar(request, "temperature"),
+            top_k=top_k,
+            top_p=optional_scalar(request, "runtime_top_p"),
+            repetition_penalty=optional_scalar(request, "repetition_penalty"),
+            seed=seed if seed else None,
+        )
+        end_id = optional_scalar(request, "end_id")
+        streaming = bool(optional_scalar(request, "streaming"))
+        stream = _ResponseStream(sender, streaming)
+        return GenerationRequest(
+            request_id=request.request_id() or str(id(request)),
+            prompt_ids=prompt,
+            max_new_tokens=int(max_new),
+            sampling=sampling,
+            end_id=int(end_id) if end_id is not None else -1,
+            on_tokens=stream.on_tokens,
+            on_error=stream.on_error,
+            stop_sequences=decode_word_list(optional_array(request, "stop_words_list")),
+            bad_sequences=decode_word_list(optional_array(request, "bad_words_list")),
+            is_cancelled=sender.is_cancelled,
+        )
+
+    def finalize(self) -> None:
+        self._stop_metrics.set()
+        self.engine.shutdown()
+
+
+class _ResponseStream:
+    """Turns engine callbacks into tensorrt_llm-shaped responses: new tokens per response when
+    streaming, else one response with the whole output; always closed with the FINAL flag."""
+
+    def __init__(self, sender: object, streaming: bool) -> None:
+        self.sender = sender
+        self.streaming = streaming
+        self.tokens: list[int] = []
+
+    def _response(self, tokens: list[int]) -> pb_utils.InferenceResponse:
+        return pb_utils.InferenceResponse(output_tensors=[
+            tensor("output_ids", [[tokens]], np.int32),
+            tensor("sequence_length", [[len(tokens)]], np.int32),
+        ])
+
+    def on_tokens(self, new: list[int], finish_reason: str | None) -> None:
+        if finish_reason == FINISH_CANCELLED:
+            self.sender.send(flags=FINAL)
+            return
+        if self.streaming:
+            if finish_reason is None:
+                self.sender.send(self._response(new))
+            else:
+                self.sender.send(self._response(new), flags=FINAL)
+            return
+        self.tokens += new
+        if finish_reason is not None:
+            self.sender.send(self._response(self.tokens), flags=FINAL)
+
+    def on_error(self, exc: Exception) -> None:
+        kind = UNAVAILABLE if isinstance(exc, EngineStopped) else INTERNAL
+        if kind == INTERNAL:
+            log.error("generation failed: %s", type(exc).__name__)
+        self.sender.send(pb_utils.InferenceResponse(error=error(kind, f"generation failed: {exc}")), flags=FINAL)

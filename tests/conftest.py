@@ -1,0 +1,74 @@
+"""One real Triton server (the nvidia-pytriton wheel's `tritonserver`) for the whole test session."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from serving.__main__ import render_from_settings
+from serving.launch import start_server, wait_ready
+from wingpt.settings import ServerSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "test-output"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    settings: ServerSettings
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.settings.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.metrics_port}/metrics"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+@pytest.fixture(scope="session")
+def triton_server() -> Iterator[RunningServer]:
+    OUTPUT.mkdir(exist_ok=True)
+    settings = ServerSettings.from_env(
+        target="cpu",
+        model_dir=os.environ.get("MODEL_DIR", ""),
+        repo_dir=str(ROOT / "build" / "test-model-repository"),
+        http_port=_free_port(),
+        grpc_port=_free_port(),
+        metrics_port=_free_port(),
+        max_batch_size=4,
+        max_queue_size=8,
+        context_window=512,
+        max_tokens_default=32,
+        max_tokens_limit=256,
+    )
+    repo = render_from_settings(settings, {})
+    log_path = OUTPUT / "tritonserver.log"
+    log_path.write_text("")
+    process = start_server(repo, settings, log_path)
+    try:
+        wait_ready(settings, process, timeout_s=240)
+        yield RunningServer(settings, process, log_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -1,0 +1,109 @@
+"""Raw tritonclient calls to the ensemble, for the serving-core tests (the product's client is client/)."""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+DTYPES = {np.dtype(np.int32): "INT32", np.dtype(np.float32): "FP32", np.dtype(np.uint64): "UINT64",
+          np.dtype(np.bool_): "BOOL", np.dtype(object): "BYTES"}
+
+
+def _input(name: str, value: Any) -> grpcclient.InferInput:
+    if isinstance(value, str | bytes):
+        array = np.array([[value.encode() if isinstance(value, str) else value]], dtype=object)
+    elif isinstance(value, list):
+        array = np.array([[v.encode() for v in value]], dtype=object)
+    elif isinstance(value, bool):
+        array = np.array([[value]], dtype=np.bool_)
+    elif isinstance(value, float):
+        array = np.array([[value]], dtype=np.float32)
+    elif name == "random_seed":
+        array = np.array([[value]], dtype=np.uint64)
+    else:
+        array = np.array([[value]], dtype=np.int32)
+    tensor = grpcclient.InferInput(name, list(array.shape), DTYPES[array.dtype])
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def chat_inputs(messages: list[dict] | None = None, **params: Any) -> dict[str, Any]:
+    inputs = dict(params)
+    if messages is not None:
+        inputs["messages"] = json.dumps(messages, ensure_ascii=False)
+    return inputs
+
+
+@dataclass
+class StreamResult:
+    deltas: list[str] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.deltas)
+
+
+class EnsembleStream:
+    """One gRPC stream carrying one request, read response by response."""
+
+    def __init__(self, url: str, inputs: dict[str, Any]) -> None:
+        self.client = grpcclient.InferenceServerClient(url)
+        self.responses: queue.Queue = queue.Queue()
+        self.client.start_stream(callback=lambda result, error: self.responses.put((result, error)))
+        self.client.async_stream_infer(
+            "ensemble", [_input(k, v) for k, v in inputs.items()],
+            request_id=uuid.uuid4().hex, enable_empty_final_response=True,
+        )
+        self.result = StreamResult()
+        self.done = False
+
+    def read(self, count: int | None = None, timeout: float = 120.0) -> StreamResult:
+        """Read `count` more text responses (or to the end)."""
+        read = 0
+        while not self.done and (count is None or read < count):
+            result, error = self.responses.get(timeout=timeout)
+            if error is not None:
+                self.result.error, self.done = str(error), True
+                break
+            output = result.as_numpy("text_output")
+            if output is not None:
+                self.result.deltas.append(output.reshape(-1)[0].decode("utf-8"))
+                self.result.arrivals.append(time.monotonic())
+                read += 1
+            self.done = result.get_response().parameters["triton_final_response"].bool_param
+        return self.result
+
+    def cancel(self) -> None:
+        self.client.stop_stream(cancel_requests=True)
+        self.client.close()
+
+    def close(self) -> None:
+        self.client.stop_stream()
+        self.client.close()
+
+
+def call(url: str, **inputs: Any) -> StreamResult:
+    stream = EnsembleStream(url, inputs)
+    try:
+        return stream.read()
+    finally:
+        stream.close()
+
+
+def engine_metric(metrics_url: str, request_type: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("nv_trt_llm_request_metrics{") and f'request_type="{request_type}"' in line:
+                return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no nv_trt_llm_request_metrics{{request_type={request_type!r}}} in {metrics_url}")

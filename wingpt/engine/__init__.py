@@ -1,0 +1,1 @@
+"""The PyTorch engine: checkpoint loading and in-flight batched generation."""

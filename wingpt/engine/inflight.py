@@ -1,0 +1,302 @@
+"""In-flight (continuous) batching over a transformers causal LM.
+
+One background thread owns the model. Each iteration it (1) retires cancelled requests,
+(2) runs one decode step for every running sequence, and (3) prefills waiting requests into free
+slots so they join the batch at the next step: a request that arrives mid-generation does not
+wait for the batch to drain. Results are pushed to per-request callbacks as tokens are made.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from wingpt.engine.kv_batch import concat_rows, keep_rows
+from wingpt.errors import InvalidRequest
+from wingpt.sampling import SamplingParams, apply_repetition_penalty, sample_next
+
+log = logging.getLogger(__name__)
+
+FINISH_STOP = "stop"  # end id or a stop sequence
+FINISH_LENGTH = "length"
+FINISH_CANCELLED = "cancelled"
+
+
+class EngineOverloaded(RuntimeError):
+    """The waiting queue is full: reject now rather than let latency grow without bound."""
+
+
+class EngineStopped(RuntimeError):
+    """The engine is shutting down or its loop died."""
+
+
+@dataclass
+class GenerationRequest:
+    """One generation. `on_tokens(new_ids, finish_reason)` is called from the engine thread;
+    finish_reason is None until the last call. `on_error` ends the request with an error."""
+
+    request_id: str
+    prompt_ids: list[int]
+    max_new_tokens: int
+    sampling: SamplingParams
+    end_id: int
+    on_tokens: Callable[[list[int], str | None], None]
+    on_error: Callable[[Exception], None]
+    stop_sequences: list[list[int]] = field(default_factory=list)
+    bad_sequences: list[list[int]] = field(default_factory=list)
+    is_cancelled: Callable[[], bool] = lambda: False
+    arrival: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Row:
+    request: GenerationRequest
+    generated: list[int] = field(default_factory=list)
+    generator: torch.Generator | None = None
+
+
+@dataclass
+class EngineStats:
+    active: int
+    waiting: int
+    completed: int
+    cancelled: int
+    max_batch_size: int
+
+
+class InflightBatchingEngine:
+    """Serves many concurrent generations from one model with a shared, left-padded KV cache."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        max_batch_size: int,
+        max_queue_size: int,
+        max_seq_len: int,
+        max_prefill_tokens: int = 8192,
+    ) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.vocab = model.config.vocab_size
+        self.max_batch_size = max_batch_size
+        self.max_queue_size = max_queue_size
+        self.max_seq_len = max_seq_len
+        self.max_prefill_tokens = max_prefill_tokens
+        self._waiting: collections.deque[GenerationRequest] = collections.deque()
+        self._cancel_ids: set[str] = set()
+        self._lock = threading.Condition()
+        self._rows: list[_Row] = []
+        self._cache: DynamicCache | None = None
+        self._mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)
+        self._seen = torch.zeros(0, self.vocab, dtype=torch.bool, device=self.device)
+        self._completed = 0
+        self._cancelled = 0
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    # ----------------------------------------------------------------- public API (any thread)
+    def start(self) -> None:
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name="inflight-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, request: GenerationRequest) -> None:
+        total = len(request.prompt_ids) + request.max_new_tokens
+        if total > self.max_seq_len:
+            raise InvalidRequest(
+                "max_tokens",
+                f"prompt ({len(request.prompt_ids)} tokens) + max_tokens ({request.max_new_tokens}) "
+                f"exceeds the context window of {self.max_seq_len} tokens",
+            )
+        if not request.prompt_ids:
+            raise InvalidRequest("input_ids", "the prompt is empty")
+        with self._lock:
+            if not self._running:
+                raise EngineStopped("the engine is not running")
+            if len(self._waiting) >= self.max_queue_size:
+                raise EngineOverloaded(
+                    f"server overloaded: {len(self._waiting)} requests already waiting (max_queue_size)"
+                )
+            self._waiting.append(request)
+            self._lock.notify()
+
+    def cancel(self, request_id: str) -> None:
+        with self._lock:
+            self._cancel_ids.add(request_id)
+            self._lock.notify()
+
+    def stats(self) -> EngineStats:
+        with self._lock:
+            return EngineStats(len(self._rows), len(self._waiting), self._completed, self._cancelled,
+                               self.max_batch_size)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop the loop; requests still running or waiting end with EngineStopped."""
+        with self._lock:
+            self._running = False
+            self._lock.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # ----------------------------------------------------------------- engine thread
+    def _loop(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    while self._running and not self._rows and not self._waiting:
+                        self._lock.wait()
+                    if not self._running:
+                        break
+                    cancel_ids, self._cancel_ids = self._cancel_ids, set()
+                self._retire_cancelled(cancel_ids)
+                if self._rows:
+                    self._decode_step()
+                self._admit()
+        except Exception as exc:  # a broken model step: fail everyone rather than hang them
+            log.exception("engine loop failed")
+            self._fail_all(exc)
+            return
+        self._fail_all(EngineStopped("the engine is shutting down"))
+
+    def _fail_all(self, exc: Exception) -> None:
+        with self._lock:
+            self._running = False
+            doomed = [row.request for row in self._rows] + list(self._waiting)
+            self._rows, self._waiting = [], collections.deque()
+        for request in doomed:
+            request.on_error(exc)
+
+    def _retire_cancelled(self, cancel_ids: set[str]) -> None:
+        def cancelled(r: GenerationRequest) -> bool:
+            return r.request_id in cancel_ids or r.is_cancelled()
+
+        with self._lock:
+            dropped = [r for r in self._waiting if cancelled(r)]
+            self._waiting = collections.deque(r for r in self._waiting if not cancelled(r))
+        done = [i for i, row in enumerate(self._rows) if cancelled(row.request)]
+        for request in dropped + [self._rows[i].request for i in done]:
+            request.on_tokens([], FINISH_CANCELLED)
+        self._cancelled += len(dropped) + len(done)
+        self._drop_rows(set(done))
+
+    def _take_waiting(self) -> list[GenerationRequest]:
+        taken: list[GenerationRequest] = []
+        budget = self.max_prefill_tokens
+        with self._lock:
+            while self._waiting and len(self._rows) + len(taken) < self.max_batch_size:
+                size = len(self._waiting[0].prompt_ids)
+                if taken and size > budget:
+                    break
+                taken.append(self._waiting.popleft())
+                budget -= size
+        return taken
+
+    @torch.inference_mode()
+    def _admit(self) -> None:
+        new = self._take_waiting()
+        if not new:
+            return
+        width = max(len(r.prompt_ids) for r in new)
+        ids = torch.full((len(new), width), new[0].end_id, dtype=torch.long)
+        mask = torch.zeros((len(new), width), dtype=torch.long)
+        for i, r in enumerate(new):
+            ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
+            mask[i, width - len(r.prompt_ids):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)
+        seen = torch.zeros(len(new), self.vocab, dtype=torch.bool, device=self.device)
+        seen.scatter_(1, ids, mask.bool())
+        rows = [_Row(r, generator=self._generator(r.sampling)) for r in new]
+        if self._cache is None or not self._rows:
+            self._cache, self._mask, self._seen = cache, mask, seen
+            self._rows = rows
+        else:
+            self._mask = concat_rows(self._cache, self._mask, cache, mask)
+            self._seen = torch.cat([self._seen, seen])
+            self._rows = self._rows + rows
+        first = len(self._rows) - len(rows)
+        self._sample_and_emit(out.logits[:, -1, :], range(first, len(self._rows)))
+
+    @torch.inference_mode()
+    def _decode_step(self) -> None:
+        last = torch.tensor([row.generated[-1] for row in self._rows], device=self.device).unsqueeze(1)
+        positions = self._mask.sum(1, keepdim=True)
+        self._mask = torch.cat([self._mask, torch.ones_like(last)], dim=1)
+        out = self.model(input_ids=last, attention_mask=self._mask, position_ids=positions,
+                         past_key_values=self._cache, use_cache=True)
+        self._sample_and_emit(out.logits[:, -1, :], range(len(self._rows)))
+
+    def _generator(self, sampling: SamplingParams) -> torch.Generator | None:
+        if sampling.greedy or sampling.seed is None:
+            return None
+        return torch.Generator(device=self.device).manual_seed(sampling.seed)
+
+    def _sample_and_emit(self, logits: torch.Tensor, row_range: range) -> None:
+        rows = [self._rows[i] for i in row_range]
+        index = torch.tensor(list(row_range), device=self.device)
+        penalties = torch.tensor([r.request.sampling.repetition_penalty for r in rows], device=self.device)
+        logits = apply_repetition_penalty(logits.float(), self._seen.index_select(0, index), penalties)
+        for j, row in enumerate(rows):
+            for banned in _banned_tokens(row):
+                logits[j, banned] = float("-inf")
+        tokens = torch.argmax(logits, dim=-1).tolist()
+        for j, row in enumerate(rows):
+            if not row.request.sampling.greedy:
+                tokens[j] = sample_next(logits[j], row.request.sampling, row.generator)
+        self._seen[index, torch.tensor(tokens, device=self.device)] = True
+        finished: set[int] = set()
+        for i, row, token in zip(row_range, rows, tokens, strict=True):
+            row.generated.append(token)
+            reason = _finish_reason(row, token)
+            row.request.on_tokens([token], reason)
+            if reason is not None:
+                finished.add(i)
+        self._completed += len(finished)
+        self._drop_rows(finished)
+
+    def _drop_rows(self, indices: set[int]) -> None:
+        if not indices:
+            return
+        keep = [i for i in range(len(self._rows)) if i not in indices]
+        with self._lock:
+            self._rows = [self._rows[i] for i in keep]
+        if not keep:
+            self._cache, self._mask = None, self._mask[:0, :0]
+            self._seen = self._seen[:0]
+            return
+        keep_t = torch.tensor(keep, device=self.device)
+        self._mask = keep_rows(self._cache, self._mask, keep_t)
+        self._seen = self._seen.index_select(0, keep_t)
+
+
+def _finish_reason(row: _Row, token: int) -> str | None:
+    request = row.request
+    if token == request.end_id:
+        return FINISH_STOP
+    for stop in request.stop_sequences:
+        if stop and row.generated[-len(stop):] == stop:
+            return FINISH_STOP
+    if len(row.generated) >= request.max_new_tokens:
+        return FINISH_LENGTH
+    return None
+
+
+def _banned_tokens(row: _Row) -> list[int]:
+    """Last tokens of bad sequences whose prefix the output currently ends with."""
+    banned = []
+    for bad in row.request.bad_sequences:
+        prefix = bad[:-1]
+        if not prefix or row.generated[-len(prefix):] == prefix:
+            banned.append(bad[-1])
+    return banned

@@ -1,0 +1,87 @@
+"""Typed server settings: environment variables (or CLI flags) -> `ServerSettings` -> rendered configs.
+
+Every knob is listed here with its environment variable; the README's configuration table is the
+same list. The Triton models never read the environment: they read the parameters that the
+templating step wrote into their `config.pbtxt` from these settings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+TARGETS = ("cpu", "gpu-torch", "gpu-trtllm")
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What `make serve` runs. Defaults serve the embedded model on the CPU."""
+
+    model_dir: str = field(default="", metadata={"env": "MODEL_DIR",
+                                                 "help": "checkpoint dir; empty = embedded default"})
+    target: str = field(default="cpu", metadata={"env": "WINGPT_TARGET", "help": "cpu | gpu-torch | gpu-trtllm"})
+    cache_dir: str = field(default=str(Path.home() / ".cache" / "wingpt"),
+                           metadata={"env": "WINGPT_CACHE_DIR", "help": "where the embedded model is generated"})
+    repo_dir: str = field(default="build/model_repository",
+                          metadata={"env": "WINGPT_REPO_DIR", "help": "where the rendered repository is written"})
+    http_port: int = field(default=8000, metadata={"env": "TRITON_HTTP_PORT", "help": "Triton HTTP port"})
+    grpc_port: int = field(default=8001, metadata={"env": "TRITON_GRPC_PORT", "help": "Triton gRPC port"})
+    metrics_port: int = field(default=8002, metadata={"env": "TRITON_METRICS_PORT", "help": "Prometheus metrics"})
+    host: str = field(default="127.0.0.1", metadata={"env": "TRITON_HOST", "help": "address Triton binds to"})
+    max_batch_size: int = field(default=8, metadata={"env": "WINGPT_MAX_BATCH_SIZE",
+                                                     "help": "sequences generated together (in-flight batch)"})
+    max_queue_size: int = field(default=64, metadata={"env": "WINGPT_MAX_QUEUE_SIZE",
+                                                      "help": "requests waiting beyond the batch; more are rejected"})
+    context_window: int = field(default=4096, metadata={"env": "WINGPT_CONTEXT_WINDOW",
+                                                        "help": "prompt + output tokens per sequence"})
+    max_tokens_default: int = field(default=512, metadata={"env": "WINGPT_MAX_TOKENS_DEFAULT",
+                                                           "help": "max_tokens when a request sends none"})
+    max_tokens_limit: int = field(default=2048, metadata={"env": "WINGPT_MAX_TOKENS_LIMIT",
+                                                          "help": "largest max_tokens a request may ask for"})
+    system_prompt: str = field(default="", metadata={"env": "WINGPT_SYSTEM_PROMPT",
+                                                     "help": "preamble before the first turn (hospital policy)"})
+    dtype: str = field(default="", metadata={"env": "WINGPT_DTYPE",
+                                             "help": "float32 | bfloat16 | float16; empty = by target"})
+    exit_timeout_s: int = field(default=30, metadata={"env": "TRITON_EXIT_TIMEOUT",
+                                                      "help": "seconds SIGTERM waits for in-flight streams"})
+    log_verbose: int = field(default=0, metadata={"env": "TRITON_LOG_VERBOSE", "help": "Triton verbose log level"})
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> ServerSettings:
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = os.environ.get(f.metadata["env"])
+            if raw is not None and raw != "":
+                values[f.name] = int(raw) if f.type == "int" else raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"WINGPT_TARGET must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if not 0 < self.max_tokens_default <= self.max_tokens_limit < self.context_window:
+            raise ValueError("need 0 < WINGPT_MAX_TOKENS_DEFAULT <= WINGPT_MAX_TOKENS_LIMIT < WINGPT_CONTEXT_WINDOW")
+        if self.max_batch_size < 1 or self.max_queue_size < 1:
+            raise ValueError("WINGPT_MAX_BATCH_SIZE and WINGPT_MAX_QUEUE_SIZE must be >= 1")
+        if self.dtype not in ("", "float32", "bfloat16", "float16"):
+            raise ValueError(f"WINGPT_DTYPE must be float32, bfloat16 or float16, got {self.dtype!r}")
+
+    @property
+    def resolved_dtype(self) -> str:
+        return self.dtype or ("float32" if self.target == "cpu" else "bfloat16")
+
+    @property
+    def device(self) -> str:
+        return "cpu" if self.target == "cpu" else "cuda"
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(env var, default, help) rows: the README's configuration table is generated from this."""
+    return [(f.metadata["env"], str(f.default), f.metadata["help"]) for f in fields(ServerSettings)]
