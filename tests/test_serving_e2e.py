@@ -101,7 +101,7 @@ def _tensor(name: str, array: np.ndarray) -> grpcclient.InferInput:
 @pytest.mark.parametrize(
     ("inputs", "field"),
     [
-        ({}, "messages"),
+        ({"max_tokens": 8}, "messages"),  # neither messages nor text_input
         ({"messages": "[]"}, "messages"),
         ({"messages": '[{"role":"nurse","content":"头痛"}]'}, "messages[0].role"),
         ({"messages": "{broken"}, "messages"),
