@@ -10,7 +10,8 @@ help:
 	@echo "make serve   start Triton with the embedded default (or MODEL_DIR=...) on gRPC 8001 / HTTP 8000 / metrics 8002"
 	@echo "make test    run the whole test suite against a real Triton server"
 	@echo "make lint    ruff"
-	@echo "make render  render model_repository/ for TARGET=cpu|gpu-torch|gpu-trtllm into build/"
+	@echo "make render  render model_repository/ for WINGPT_TARGET=cpu|gpu-torch|gpu-trtllm into build/"
+	@echo "more targets per area (engine, helm, ...): mk/*.mk"
 
 setup:
 	@bash scripts/setup.sh

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from serving.__main__ import render_from_settings
+from serving.ensemble_calls import EnsembleStream, chat_inputs
 from serving.launch import start_server, wait_ready
 from wingpt.chat_template import build_prompt_ids, parse_messages
 from wingpt.engine.checkpoint import load_model
@@ -63,8 +64,6 @@ def _in_process(model_dir: Path, settings: ServerSettings) -> tuple[list[float],
 
 
 def _through_triton(settings: ServerSettings) -> tuple[list[float], list[float]]:
-    from tests.ensemble_calls import EnsembleStream, chat_inputs
-
     process = start_server(render_from_settings(settings, {}), settings, Path("build/bench-overhead-triton.log"))
     try:
         wait_ready(settings, process)

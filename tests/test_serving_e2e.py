@@ -11,7 +11,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import np_to_triton_dtype
 
-from tests.ensemble_calls import EnsembleStream, call, chat_inputs, engine_metric
+from serving.ensemble_calls import EnsembleStream, call, chat_inputs, engine_metric
 
 pytestmark = pytest.mark.server
 FEVER = [{"role": "user", "content": "宝宝15个月37.3度算发烧吗？"}]

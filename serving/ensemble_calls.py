@@ -1,4 +1,5 @@
-"""Raw tritonclient calls to the ensemble, for the serving-core tests (the product's client is client/)."""
+"""Raw tritonclient calls to the ensemble: what the serving-core tests and bench-overhead use to see
+exactly what Triton sends (the product's client library is client/)."""
 
 from __future__ import annotations
 
