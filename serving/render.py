@@ -79,4 +79,5 @@ def render_repository(target: str, out_dir: str | Path, params: dict[str, str]) 
             name = exc.args[0]
             raise RenderError(f"{model}/config.pbtxt needs parameter {name!r}; pass --set {name}=...") from None
         (dst / "config.pbtxt").write_text(text, encoding="utf-8")
+        (dst / "1").mkdir(exist_ok=True)  # version dir; git keeps no empty ensemble/1
     return out
