@@ -1,0 +1,216 @@
+"""asyncio twin of `WingptClient`: same arguments, same errors, one `grpc.aio` channel per client.
+
+For async web backends (FastAPI, aiohttp): thousands of concurrent streams cost one task each
+instead of one thread each. Cancelling the task that iterates a stream cancels the request on the
+server, so a patient closing the browser tab frees the engine slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Self, Unpack
+
+import grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from wingpt_client._base import ClientBase
+from wingpt_client._protocol import (
+    Deadline,
+    Health,
+    Messages,
+    ModelInfo,
+    SamplingOptions,
+    build_request,
+    encode_messages,
+    model_info_from,
+    new_request_id,
+    parse_response,
+    retry_delay,
+)
+from wingpt_client.config import CHANNEL_OPTIONS
+from wingpt_client.errors import CancelledError, DeadlineExceededError, UnavailableError, error_from_rpc
+
+
+class AsyncWingptClient(ClientBase):
+    """WiNGPT2 chat over Triton gRPC for asyncio. Create it inside the event loop that uses it.
+
+    >>> async with AsyncWingptClient("triton:8001") as client:
+    ...     async for delta in client.stream_chat("宝宝15个月37.3度算发烧吗？"):
+    ...         print(delta, end="")
+    """
+
+    def _connect(self) -> None:
+        credentials = self.config.credentials()
+        target = self.config.target
+        self._channel = (
+            grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+            if credentials is not None
+            else grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        )
+        self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel; streams still open on it end with CancelledError."""
+        await self._channel.close()
+
+    async def chat(
+        self, messages: Messages, *, timeout_s: float | None = None, **sampling: Unpack[SamplingOptions]
+    ) -> str:
+        """The whole answer at once (the server sends it in one response)."""
+        async with AsyncChatStream(self, messages, False, timeout_s, sampling) as stream:
+            return "".join([delta async for delta in stream])
+
+    def stream_chat(
+        self, messages: Messages, *, timeout_s: float | None = None, **sampling: Unpack[SamplingOptions]
+    ) -> AsyncChatStream:
+        """Text deltas as they are generated; `aclose()` it (or leave its `async with`) to cancel."""
+        return AsyncChatStream(self, messages, True, timeout_s, sampling)
+
+    async def health(self, *, timeout_s: float | None = None) -> Health:
+        deadline = Deadline(self._timeout(timeout_s))
+        live = await self._unary(self._stub.ServerLive, service_pb2.ServerLiveRequest(), deadline)
+        ready = await self._unary(self._stub.ServerReady, service_pb2.ServerReadyRequest(), deadline)
+        request = service_pb2.ModelReadyRequest(name=self.config.model)
+        model = await self._unary(self._stub.ModelReady, request, deadline)
+        return Health(live=live.live, ready=ready.ready, model_ready=model.ready)
+
+    async def model_info(self, *, timeout_s: float | None = None) -> ModelInfo:
+        deadline = Deadline(self._timeout(timeout_s))
+        request = service_pb2.ModelConfigRequest(name=self.config.model)
+        config = await self._unary(self._stub.ModelConfig, request, deadline)
+        server = await self._unary(self._stub.ServerMetadata, service_pb2.ServerMetadataRequest(), deadline)
+        return model_info_from(config.config, server)
+
+    async def _unary(self, method: Any, request: Any, deadline: Deadline) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return await method(request, timeout=deadline.remaining(), metadata=self._metadata)
+            except grpc.RpcError as exc:
+                error = error_from_rpc(exc)
+                delay = retry_delay(error, False, attempt, self.config, deadline)
+                if delay is None:
+                    raise error from None
+            attempt += 1
+            await self._wait_for_channel(delay)
+
+    async def _wait_for_channel(self, delay_s: float) -> None:
+        """Back off for `delay_s`, but go again as soon as the channel reconnects."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._channel.channel_ready(), delay_s)
+
+    def _open(self, request: service_pb2.ModelInferRequest, timeout_s: float | None) -> Any:
+        return self._stub.ModelStreamInfer(iter((request,)), timeout=timeout_s, metadata=self._metadata)
+
+
+class AsyncChatStream(AsyncIterator[str]):
+    """Text deltas of one answer; `aclose()`, leaving `async with`, or cancelling the iterating task
+    cancels the request on the server."""
+
+    def __init__(
+        self, client: AsyncWingptClient, messages: Messages, stream: bool, timeout_s: float | None,
+        sampling: Mapping[str, object],
+    ) -> None:
+        self._call: Any = None
+        self._attempt = 0
+        self._received = False
+        self._finished = False
+        self._closed = False
+        self.request_id = ""
+        self.first_response_at: float | None = None
+        self._client = client
+        self._payload = encode_messages(messages)
+        self._stream = stream
+        self._sampling = dict(sampling)
+        self._deadline = Deadline(client._timeout(timeout_s))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        self._cancel()
+
+    def _cancel(self) -> None:
+        self._closed = True
+        call, self._call = self._call, None
+        if call is not None and not self._finished:
+            call.cancel()
+
+    async def __anext__(self) -> str:
+        while not self._finished:
+            if self._call is None:
+                self._start()
+            try:
+                response = await self._call.read()
+            except asyncio.CancelledError:
+                if self._closed:  # aclose() from another task cancelled the call under us
+                    self._finished = True
+                    raise CancelledError("stream closed before the answer ended", request_id=self.request_id) from None
+                self._cancel()  # our own task was cancelled: stop the generation too
+                raise
+            except grpc.RpcError as exc:
+                error = error_from_rpc(exc, self.request_id)
+                if self._closed and isinstance(error, CancelledError):
+                    self._finished = True
+                    raise CancelledError("stream closed before the answer ended", request_id=self.request_id) from None
+                delay = retry_delay(error, self._received, self._attempt, self._client.config, self._deadline)
+                if delay is None:
+                    self._finished = True
+                    raise error from None
+                self._attempt += 1
+                self._call = None
+                await self._client._wait_for_channel(delay)
+                continue
+            if response is grpc.aio.EOF:
+                self._finished = True
+                raise UnavailableError("the server ended the stream before the final response",
+                                       request_id=self.request_id)
+            if not self._received:
+                self._received = True
+                self.first_response_at = time.monotonic()
+            try:
+                text, final = parse_response(response, self.request_id)
+            except Exception:
+                await self._drain()
+                raise
+            if final:
+                await self._drain()
+            if text:
+                return text
+        raise StopAsyncIteration
+
+    def _start(self) -> None:
+        if self._closed:
+            self._finished = True
+            raise CancelledError("stream closed before the answer ended", request_id=self.request_id or None)
+        remaining = self._deadline.remaining()
+        if remaining is not None and remaining <= 0:
+            self._finished = True
+            raise DeadlineExceededError("deadline passed before the request could be sent")
+        self.request_id = new_request_id()
+        request = build_request(self._client.config.model, self._payload, self._stream, self._sampling, self.request_id)
+        self._call = self._client._open(request, remaining)
+
+    async def _drain(self) -> None:
+        """Read the RPC's end after the final response, so closing later cancels nothing."""
+        self._finished = True
+        call = self._call
+        if call is None:
+            return
+        try:
+            while await call.read() is not grpc.aio.EOF:
+                pass
+        except grpc.RpcError:
+            pass
