@@ -7,6 +7,8 @@ FROM python:3.11-slim
 
 WORKDIR /opt/wingpt
 COPY requirements/ requirements/
+# requirements/client.txt installs ./client editable, so the client package must be in place first.
+COPY client/ client/
 # torch first from the CPU wheel index, so nothing pulls a CUDA build; then every area's requirements except the
 # test tooling.
 RUN python -m pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu -r requirements/torch.txt \
