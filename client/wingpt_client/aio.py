@@ -9,29 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any, Self, Unpack
 
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from wingpt_client._base import ClientBase
+from wingpt_client._base import ClientBase, StreamBase
 from wingpt_client._protocol import (
     Deadline,
     Health,
     Messages,
     ModelInfo,
     SamplingOptions,
-    build_request,
-    encode_messages,
     model_info_from,
-    new_request_id,
-    parse_response,
     retry_delay,
 )
 from wingpt_client.config import CHANNEL_OPTIONS
-from wingpt_client.errors import CancelledError, DeadlineExceededError, UnavailableError, error_from_rpc
+from wingpt_client.errors import error_from_rpc
 
 
 class AsyncWingptClient(ClientBase):
@@ -112,26 +107,9 @@ class AsyncWingptClient(ClientBase):
         return self._stub.ModelStreamInfer(iter((request,)), timeout=timeout_s, metadata=self._metadata)
 
 
-class AsyncChatStream(AsyncIterator[str]):
+class AsyncChatStream(StreamBase, AsyncIterator[str]):
     """Text deltas of one answer; `aclose()`, leaving `async with`, or cancelling the iterating task
     cancels the request on the server."""
-
-    def __init__(
-        self, client: AsyncWingptClient, messages: Messages, stream: bool, timeout_s: float | None,
-        sampling: Mapping[str, object],
-    ) -> None:
-        self._call: Any = None
-        self._attempt = 0
-        self._received = False
-        self._finished = False
-        self._closed = False
-        self.request_id = ""
-        self.first_response_at: float | None = None
-        self._client = client
-        self._payload = encode_messages(messages)
-        self._stream = stream
-        self._sampling = dict(sampling)
-        self._deadline = Deadline(client._timeout(timeout_s))
 
     async def __aenter__(self) -> Self:
         return self
@@ -151,37 +129,22 @@ class AsyncChatStream(AsyncIterator[str]):
     async def __anext__(self) -> str:
         while not self._finished:
             if self._call is None:
-                self._start()
+                request, remaining = self._next_request()
+                self._call = self._client._open(request, remaining)
             try:
                 response = await self._call.read()
             except asyncio.CancelledError:
                 if self._closed:  # aclose() from another task cancelled the call under us
-                    self._finished = True
-                    raise CancelledError("stream closed before the answer ended", request_id=self.request_id) from None
+                    raise self._closed_error() from None
                 self._cancel()  # our own task was cancelled: stop the generation too
                 raise
             except grpc.RpcError as exc:
-                error = error_from_rpc(exc, self.request_id)
-                if self._closed and isinstance(error, CancelledError):
-                    self._finished = True
-                    raise CancelledError("stream closed before the answer ended", request_id=self.request_id) from None
-                delay = retry_delay(error, self._received, self._attempt, self._client.config, self._deadline)
-                if delay is None:
-                    self._finished = True
-                    raise error from None
-                self._attempt += 1
-                self._call = None
-                await self._client._wait_for_channel(delay)
+                await self._client._wait_for_channel(self._retry_delay_or_raise(exc))
                 continue
             if response is grpc.aio.EOF:
-                self._finished = True
-                raise UnavailableError("the server ended the stream before the final response",
-                                       request_id=self.request_id)
-            if not self._received:
-                self._received = True
-                self.first_response_at = time.monotonic()
+                raise self._ended_early()
             try:
-                text, final = parse_response(response, self.request_id)
+                text, final = self._parse(response)
             except Exception:
                 await self._drain()
                 raise
@@ -190,18 +153,6 @@ class AsyncChatStream(AsyncIterator[str]):
             if text:
                 return text
         raise StopAsyncIteration
-
-    def _start(self) -> None:
-        if self._closed:
-            self._finished = True
-            raise CancelledError("stream closed before the answer ended", request_id=self.request_id or None)
-        remaining = self._deadline.remaining()
-        if remaining is not None and remaining <= 0:
-            self._finished = True
-            raise DeadlineExceededError("deadline passed before the request could be sent")
-        self.request_id = new_request_id()
-        request = build_request(self._client.config.model, self._payload, self._stream, self._sampling, self.request_id)
-        self._call = self._client._open(request, remaining)
 
     async def _drain(self) -> None:
         """Read the RPC's end after the final response, so closing later cancels nothing."""

@@ -9,29 +9,24 @@ on the shared channel: closing it cancels exactly that request on the server, wh
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any, Self, Unpack
 
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from wingpt_client._base import ClientBase
+from wingpt_client._base import ClientBase, StreamBase
 from wingpt_client._protocol import (
     Deadline,
     Health,
     Messages,
     ModelInfo,
     SamplingOptions,
-    build_request,
-    encode_messages,
     model_info_from,
-    new_request_id,
-    parse_response,
     retry_delay,
 )
 from wingpt_client.config import CHANNEL_OPTIONS
-from wingpt_client.errors import CancelledError, DeadlineExceededError, UnavailableError, error_from_rpc
+from wingpt_client.errors import error_from_rpc
 
 
 class WingptClient(ClientBase):
@@ -118,7 +113,7 @@ class WingptClient(ClientBase):
         return self._stub.ModelStreamInfer(iter((request,)), timeout=timeout_s, metadata=self._metadata)
 
 
-class ChatStream(Iterator[str]):
+class ChatStream(StreamBase, Iterator[str]):
     """Text deltas of one answer. `close()` (from any thread) cancels the request on the server;
     so does leaving a `with` block early or dropping the last reference."""
 
@@ -127,18 +122,7 @@ class ChatStream(Iterator[str]):
         sampling: Mapping[str, object],
     ) -> None:
         self._lock = threading.Lock()
-        self._call: Any = None
-        self._attempt = 0
-        self._received = False
-        self._finished = False
-        self._closed = False
-        self.request_id = ""
-        self.first_response_at: float | None = None
-        self._client = client
-        self._payload = encode_messages(messages)
-        self._stream = stream
-        self._sampling = dict(sampling)
-        self._deadline = Deadline(client._timeout(timeout_s))
+        super().__init__(client, messages, stream, timeout_s, sampling)
 
     def __enter__(self) -> Self:
         return self
@@ -163,27 +147,12 @@ class ChatStream(Iterator[str]):
             try:
                 response = next(self._call)
             except StopIteration:
-                self._finished = True
-                raise UnavailableError("the server ended the stream before the final response",
-                                       request_id=self.request_id) from None
+                raise self._ended_early() from None
             except grpc.RpcError as exc:
-                error = error_from_rpc(exc, self.request_id)
-                if self._closed and isinstance(error, CancelledError):
-                    self._finished = True
-                    raise CancelledError("stream closed before the answer ended", request_id=self.request_id) from None
-                delay = retry_delay(error, self._received, self._attempt, self._client.config, self._deadline)
-                if delay is None:
-                    self._finished = True
-                    raise error from None
-                self._attempt += 1
-                self._call = None
-                self._client._wait_for_channel(delay)
+                self._client._wait_for_channel(self._retry_delay_or_raise(exc))
                 continue
-            if not self._received:
-                self._received = True
-                self.first_response_at = time.monotonic()
             try:
-                text, final = parse_response(response, self.request_id)
+                text, final = self._parse(response)
             except Exception:
                 self._drain()
                 raise
@@ -194,17 +163,8 @@ class ChatStream(Iterator[str]):
         raise StopIteration
 
     def _start(self) -> None:
-        with self._lock:
-            if self._closed:
-                self._finished = True
-                raise CancelledError("stream closed before the answer ended", request_id=self.request_id or None)
-            remaining = self._deadline.remaining()
-            if remaining is not None and remaining <= 0:
-                self._finished = True
-                raise DeadlineExceededError("deadline passed before the request could be sent")
-            self.request_id = new_request_id()
-            request = build_request(self._client.config.model, self._payload, self._stream, self._sampling,
-                                    self.request_id)
+        with self._lock:  # close() may run on another thread
+            request, remaining = self._next_request()
             self._call = self._client._open(request, remaining)
 
     def _drain(self) -> None:
