@@ -118,7 +118,7 @@ def test_health_and_model_info(triton_server, client):
     info = client.model_info()
     assert info.name == "ensemble" and info.decoupled
     assert {"messages", "text_input", "max_tokens", "stream", "stop_words"} <= set(info.inputs)
-    assert info.outputs == ("text_output",)
+    assert info.outputs == ("text_output", "triage")
     assert info.embedded_default is True and "random weights" in info.note
     assert info.server_version
 
