@@ -30,7 +30,8 @@ class SamplingOptions(TypedDict, total=False):
     """Decoding settings; any left out take the server's defaults (WiNGPT2's card: greedy, repetition_penalty 1.1).
 
     Greedy is `temperature=0` (or `top_k=1`); `seed` makes sampling repeatable; `stop` ends the
-    answer at any of these strings; `bad_words` are never generated.
+    answer at any of these strings; `bad_words` are never generated. `end_id=-1` ignores the model's
+    end-of-text token, so the answer has exactly `max_tokens` tokens (for load tests, as TensorRT-LLM).
     """
 
     max_tokens: int
@@ -41,6 +42,7 @@ class SamplingOptions(TypedDict, total=False):
     seed: int
     stop: Sequence[str]
     bad_words: Sequence[str]
+    end_id: int
 
 
 # option -> (ensemble input, Triton datatype, struct format)
@@ -51,6 +53,7 @@ _SCALARS: dict[str, tuple[str, str, str]] = {
     "top_p": ("top_p", "FP32", "<f"),
     "repetition_penalty": ("repetition_penalty", "FP32", "<f"),
     "seed": ("random_seed", "UINT64", "<Q"),
+    "end_id": ("end_id", "INT32", "<i"),
 }
 _WORD_LISTS = {"stop": "stop_words", "bad_words": "bad_words"}
 _FINAL = "triton_final_response"
