@@ -192,6 +192,14 @@ def level_duration_s(records: Sequence[RequestRecord]) -> float:
     return max(r.end for r in records) - min(r.start for r in records)
 
 
+def summarize_levels(records: Iterable[RequestRecord], slo: Slo) -> dict[int, dict]:
+    """One summary per concurrency level (the user count when each request started)."""
+    groups: dict[int, list[RequestRecord]] = {}
+    for r in records:
+        groups.setdefault(r.concurrency, []).append(r)
+    return {c: summarize(group, level_duration_s(group), slo) for c, group in sorted(groups.items())}
+
+
 @dataclass(frozen=True)
 class Capacity:
     """The capacity answer: the highest concurrency meeting the SLO, and replicas for a patient count."""

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from wingpt_client import WingptClientError
 
-from loadtest.metrics import Recorder, RequestRecord, Slo, capacity, level_duration_s, summarize
+from loadtest.metrics import Recorder, RequestRecord, Slo, capacity, summarize_levels
 from loadtest.targets import (
     TARGET_KINDS,
     AsyncTarget,
@@ -137,7 +137,7 @@ async def sweep(config: SweepConfig, prompts: Sequence[Prompt], slo: Slo,
         for concurrency in config.concurrency:
             level = await run_level(target, cycle, generation, concurrency,
                                     requests=config.requests_per_level, duration_s=config.duration_s)
-            levels[concurrency] = summarize(level, level_duration_s(level), slo)
+            levels.update(summarize_levels(level, slo))
             records += level
             if log:
                 log(f"  concurrency {concurrency}: {len(level)} requests, "
