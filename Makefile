@@ -1,7 +1,8 @@
 # The front door. `make serve` and `make test` install what they need themselves (into .venv).
 SHELL := /bin/bash
 PY := .venv/bin/python
-export PYTHONPATH := $(CURDIR)
+# client/ too: the editable install in .venv may point at another checkout of the same project.
+export PYTHONPATH := $(CURDIR):$(CURDIR)/client
 
 .PHONY: setup serve test lint bench-overhead render clean
 .DEFAULT_GOAL := help

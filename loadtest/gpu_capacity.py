@@ -196,8 +196,14 @@ def run_sweep(config: SweepConfig, prompts: list[Prompt], out: Path, name: str) 
         for r in records:
             r.output_tokens = config.max_tokens if r.ok else r.output_tokens
         summary = summary_document(config, prompts, slo, summarize_levels(records, slo))
-    (out / f"{name}.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
+    errors = sorted({r.error for r in records if not r.ok})
+    for level in summary["levels"].values():
+        level["error_messages"] = errors[:3]
+    (out / "sweeps").mkdir(exist_ok=True)
+    (out / "sweeps" / f"{name}.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
     print(f"\n== {name}\n{format_table(summary)}", flush=True)
+    if errors:
+        print(f"errors: {errors[:3]}", flush=True)
     return summary
 
 
@@ -268,6 +274,8 @@ def run_serving_part(model_dir: Path, out: Path, report: dict, levels: tuple[int
     finally:
         process.terminate()
         process.wait(120)
+        log = (out / "tritonserver.log").read_text(encoding="utf-8", errors="replace").splitlines()
+        report["triton_log_errors"] = [line for line in log if line[:1] == "E" or "Error" in line][-20:]
 
 
 def machine() -> dict:

@@ -205,7 +205,8 @@ class InflightBatchingEngine:
         if not new:
             return
         width = max(len(r.prompt_ids) for r in new)
-        ids = torch.full((len(new), width), new[0].end_id, dtype=torch.long)
+        # Left padding is masked out, so any valid id will do; not end_id, which may be -1 ("ignore EOS").
+        ids = torch.zeros((len(new), width), dtype=torch.long)
         mask = torch.zeros((len(new), width), dtype=torch.long)
         for i, r in enumerate(new):
             ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
