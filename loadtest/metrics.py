@@ -18,6 +18,7 @@ so a stub server in another process can be checked against what a client recorde
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -73,7 +74,7 @@ class RequestRecord:
 
     @property
     def itl_s(self) -> list[float]:
-        return [b - a for a, b in zip(self.delta_times, self.delta_times[1:], strict=False)]
+        return [b - a for a, b in itertools.pairwise(self.delta_times)]
 
     def to_json(self) -> dict:
         return asdict(self)
