@@ -47,6 +47,9 @@ class StreamResult:
     deltas: list[str] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     error: str | None = None
+    triage: dict | None = None
+    # the output names each response carried, in arrival order
+    outputs: list[tuple[str, ...]] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -75,6 +78,10 @@ class EnsembleStream:
             if error is not None:
                 self.result.error, self.done = str(error), True
                 break
+            self.result.outputs.append(tuple(o.name for o in result.get_response().outputs))
+            triage = result.as_numpy("triage")
+            if triage is not None:
+                self.result.triage = json.loads(triage.reshape(-1)[0].decode("utf-8"))
             output = result.as_numpy("text_output")
             if output is not None:
                 self.result.deltas.append(output.reshape(-1)[0].decode("utf-8"))

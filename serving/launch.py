@@ -8,6 +8,7 @@ the models can import `wingpt`.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import site
@@ -33,9 +34,11 @@ class TritonDist:
 
 
 def find_triton() -> TritonDist:
-    import pytriton
-
-    root = Path(pytriton.__file__).resolve().parent / "tritonserver"
+    # Located without importing pytriton (its Python API is not used, only the server it ships).
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the nvidia-pytriton wheel (which ships tritonserver) is not installed")
+    root = Path(next(iter(spec.submodule_search_locations))).resolve() / "tritonserver"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     dist = TritonDist(
         binary=root / "bin" / "tritonserver",
@@ -65,8 +68,9 @@ def server_env(dist: TritonDist) -> dict[str, str]:
     env = os.environ.copy()
     libdirs = [sysconfig.get_config_var("LIBDIR") if sysconfig.get_config_var("Py_ENABLE_SHARED") else None]
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [*libdirs, str(dist.libs), env.get("LD_LIBRARY_PATH")]))
-    paths = [str(PROJECT_ROOT), *site.getsitepackages()]
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [*paths, env.get("PYTHONPATH")]))
+    # The same order as this interpreter's sys.path: PYTHONPATH entries before site-packages.
+    paths = [str(PROJECT_ROOT), env.get("PYTHONPATH"), *site.getsitepackages()]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2))))
     return env

@@ -11,6 +11,8 @@ import shutil
 import string
 from pathlib import Path
 
+from wingpt.safety import handoff
+from wingpt.safety.disclaimer import DISCLAIMER
 from wingpt.settings import ServerSettings
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "model_repository"
@@ -51,6 +53,9 @@ def parameters_for(settings: ServerSettings, model_dir: str, embedded: bool) -> 
         "max_tokens_limit": str(settings.max_tokens_limit),
         "system_prompt": _pbtxt_string(settings.system_prompt),
         "tokenizer_dir": model_dir,
+        "safety_rules": _pbtxt_string(settings.safety_rules),
+        "disclaimer": _pbtxt_string(DISCLAIMER),
+        "triage_handoff_dir": _pbtxt_string(settings.triage_handoff_dir or str(handoff.DEFAULT_DIR)),
         "model_dir": model_dir,
         "device": settings.device,
         "dtype": settings.resolved_dtype,

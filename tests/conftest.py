@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 
 from serving.__main__ import render_from_settings
 from serving.launch import start_server, wait_ready
+from wingpt.safety.rules import DEFAULT_RULES
 from wingpt.settings import ServerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +48,9 @@ class RunningServer:
 @pytest.fixture(scope="session")
 def triton_server() -> Iterator[RunningServer]:
     OUTPUT.mkdir(exist_ok=True)
+    # A copy of the safety rules the tests may edit: the server reloads it without a restart.
+    rules_path = OUTPUT / "safety-rules.yaml"
+    shutil.copyfile(DEFAULT_RULES, rules_path)
     settings = ServerSettings.from_env(
         target="cpu",
         model_dir=os.environ.get("MODEL_DIR", ""),
@@ -58,6 +63,7 @@ def triton_server() -> Iterator[RunningServer]:
         context_window=512,
         max_tokens_default=32,
         max_tokens_limit=256,
+        safety_rules=str(rules_path),
     )
     repo = render_from_settings(settings, {})
     log_path = OUTPUT / "tritonserver.log"

@@ -12,6 +12,7 @@ import tritonclient.grpc as triton
 from wingpt_client import AsyncWingptClient, ClientConfig, Health, WingptClient
 
 from wingpt.chat_template import parse_messages, render_text
+from wingpt.tokenizer import load_tokenizer
 
 pytestmark = pytest.mark.server
 
@@ -113,12 +114,24 @@ def test_sampling_options_reach_the_server(client):
         client.chat(QUESTION, temprature=0.1)
 
 
+def test_end_id_chooses_where_the_answer_ends(client):
+    """`end_id` reaches the engine: a token of the greedy answer used as the end token cuts the answer
+    there, and -1 (ignore the end token, for load tests) leaves the greedy answer as it is."""
+    tok = load_tokenizer(None)
+    greedy = client.chat(QUESTION, **GREEDY)
+    ids = tok.encode(greedy)
+    cut_at = next(i for i, t in enumerate(ids) if i > 0 and t not in ids[:i])
+    shortened = client.chat(QUESTION, **GREEDY, end_id=ids[cut_at])
+    assert greedy.startswith(shortened) and len(shortened) < len(greedy)
+    assert client.chat(QUESTION, **GREEDY, end_id=-1).startswith(greedy)
+
+
 def test_health_and_model_info(triton_server, client):
     assert client.health() == Health(live=True, ready=True, model_ready=True)
     info = client.model_info()
     assert info.name == "ensemble" and info.decoupled
     assert {"messages", "text_input", "max_tokens", "stream", "stop_words"} <= set(info.inputs)
-    assert info.outputs == ("text_output",)
+    assert info.outputs == ("text_output", "triage")
     assert info.embedded_default is True and "random weights" in info.note
     assert info.server_version
 

@@ -106,3 +106,15 @@ def test_info_reports_health_and_model(triton_server):
     info = json.loads(result.stdout)
     assert info["health"]["ok"] is True
     assert info["model"]["name"] == "ensemble" and info["model"]["embedded_default"] is True
+
+
+def test_an_emergency_notice_is_printed_above_the_answer(triton_server, direct):
+    chest_pain = "我胸口剧痛，一直出冷汗，左臂发麻"
+    with direct.stream_chat(chest_pain, temperature=0, max_tokens=8) as s:
+        answer = "".join(s)
+        notice = s.triage.notice
+    result = wingpt_chat("--url", triton_server.grpc_url, *GREEDY_FLAGS, chest_pain)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{notice}\n\n{answer}\n"
+    record = json.loads(wingpt_chat("--url", triton_server.grpc_url, "--json", *GREEDY_FLAGS, chest_pain).stdout)
+    assert record["triage"]["level"] == "emergency" and record["triage"]["categories"] == ["chest_pain_acs"]

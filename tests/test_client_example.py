@@ -37,7 +37,10 @@ def test_chat_endpoint_answers(http, triton_server):
     response = http.post("/v1/triage/chat", json={"messages": QUESTION, "max_tokens": 8})
     assert response.status_code == 200
     with WingptClient(triton_server.grpc_url) as direct:
-        assert response.json() == {"answer": direct.chat(QUESTION, max_tokens=8)}
+        assert response.json() == {
+            "answer": direct.chat(QUESTION, max_tokens=8),
+            "triage": {"level": "none", "categories": [], "notice": ""},
+        }
 
 
 def test_stream_endpoint_streams_the_same_text(http):
@@ -47,6 +50,16 @@ def test_stream_endpoint_streams_the_same_text(http):
         assert response.headers["content-type"].startswith("text/plain")
         chunks = list(response.iter_text())
     assert "".join(chunks) == whole
+
+
+def test_an_emergency_carries_the_triage_and_the_notice_comes_first(http):
+    chest_pain = [{"role": "user", "content": "我胸口剧痛，一直出冷汗，左臂发麻"}]
+    whole = http.post("/v1/triage/chat", json={"messages": chest_pain, "max_tokens": 8}).json()
+    assert whole["triage"]["level"] == "emergency" and whole["triage"]["categories"] == ["chest_pain_acs"]
+    with http.stream("POST", "/v1/triage/stream", json={"messages": chest_pain, "max_tokens": 8}) as response:
+        assert response.headers["x-triage-level"] == "emergency"
+        body = "".join(response.iter_text())
+    assert body == f"{whole['triage']['notice']}\n\n{whole['answer']}"
 
 
 def test_model_refusals_become_422_with_the_servers_message(http):

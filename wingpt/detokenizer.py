@@ -58,6 +58,10 @@ class StreamStore:
     def __len__(self) -> int:
         return len(self._streams)
 
+    def __contains__(self, key: str) -> bool:
+        """Whether stream `key` has had a response already (its first response is special)."""
+        return key in self._streams
+
     def feed(self, key: str, token_ids: list[int], now: float) -> str:
         """Text for this response of stream `key` ("" = no stream identity: decode this response alone)."""
         detok, _ = self._streams.pop(key, None) or (StreamDetokenizer(self._tok), now)

@@ -45,6 +45,11 @@ class ServerSettings:
                                                           "help": "largest max_tokens a request may ask for"})
     system_prompt: str = field(default="", metadata={"env": "WINGPT_SYSTEM_PROMPT",
                                                      "help": "preamble before the first turn (hospital policy)"})
+    safety_rules: str = field(default="", metadata={
+        "env": "WINGPT_SAFETY_RULES", "help": "triage red-flag rules (YAML, reloaded on change); empty = built-in"})
+    triage_handoff_dir: str = field(default="", metadata={
+        "env": "WINGPT_TRIAGE_HANDOFF_DIR",
+        "help": "where preprocessing leaves each request's triage for postprocessing; empty = /dev/shm/wingpt-triage"})
     dtype: str = field(default="", metadata={"env": "WINGPT_DTYPE",
                                              "help": "float32 | bfloat16 | float16; empty = by target"})
     exit_timeout_s: int = field(default=30, metadata={"env": "TRITON_EXIT_TIMEOUT",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import importlib.util
 from pathlib import Path
 
 import tiktoken
@@ -29,21 +30,25 @@ PADDED_VOCAB_SIZE = 151936
 
 
 def find_tiktoken_file(model_dir: str | Path | None = None) -> Path:
-    """The model directory's `qwen.tiktoken` if it has one, else the copy the `dashscope` wheel ships."""
+    """The model directory's `qwen.tiktoken` if it has one, else the copy the `dashscope` wheel ships.
+
+    The wheel is located without importing it: dashscope's `__init__` pulls in its whole SDK, and
+    only the data file is wanted (a bare `dashscope/resources/qwen.tiktoken` on the path works too).
+    """
     if model_dir is not None:
         candidate = Path(model_dir) / TIKTOKEN_FILE
         if candidate.is_file():
             return candidate
-    try:
-        import dashscope
-    except ImportError as exc:  # pragma: no cover - dependency is pinned
+    spec = importlib.util.find_spec("dashscope")
+    if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             f"no {TIKTOKEN_FILE} in {model_dir!s} and the 'dashscope' package that ships one is not installed"
-        ) from exc
-    bundled = Path(dashscope.__file__).parent / "resources" / TIKTOKEN_FILE
-    if not bundled.is_file():  # pragma: no cover - depends on the wheel's layout
-        raise FileNotFoundError(f"{bundled} is missing from the installed dashscope package")
-    return bundled
+        )
+    for location in spec.submodule_search_locations:
+        bundled = Path(location) / "resources" / TIKTOKEN_FILE
+        if bundled.is_file():
+            return bundled
+    raise FileNotFoundError(f"resources/{TIKTOKEN_FILE} is missing from the installed dashscope package")
 
 
 def _load_ranks(path: Path) -> dict[bytes, int]:

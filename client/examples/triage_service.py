@@ -11,7 +11,9 @@ One AsyncWingptClient (one gRPC channel) serves every request of the process. Th
 become HTTP statuses the app's frontend already understands: 422 for a request the model server
 refused (its message says which field), 503 with Retry-After when overloaded or unreachable, 504 on
 the deadline. A patient who closes the page cancels the generation: Starlette cancels the streaming
-task, and the client cancels the gRPC request.
+task, and the client cancels the gRPC request. The server's red-flag triage travels along: a `triage`
+object in the JSON answer, and in the stream the `X-Triage-Level` header plus the urgent-care notice
+before the answer's first word.
 """
 
 from collections.abc import AsyncIterator
@@ -27,6 +29,7 @@ from wingpt_client import (
     DeadlineExceededError,
     InvalidRequestError,
     OverloadedError,
+    Triage,
     UnavailableError,
     WingptClientError,
 )
@@ -42,8 +45,20 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = None
 
 
+class TriageFlags(BaseModel):
+    level: str
+    categories: list[str]
+    notice: str
+
+
 class ChatAnswer(BaseModel):
     answer: str
+    triage: TriageFlags | None
+
+
+def _flags(triage: Triage | None) -> TriageFlags | None:
+    return None if triage is None else TriageFlags(level=triage.level, categories=list(triage.categories),
+                                                   notice=triage.notice)
 
 
 @asynccontextmanager
@@ -77,7 +92,9 @@ def _sampling(body: ChatRequest) -> dict[str, int]:
 @app.post("/v1/triage/chat")
 async def chat(body: ChatRequest, request: Request) -> ChatAnswer:
     try:
-        return ChatAnswer(answer=await request.app.state.wingpt.chat(_turns(body), **_sampling(body)))
+        async with request.app.state.wingpt.stream_chat(_turns(body), **_sampling(body)) as deltas:
+            answer = "".join([delta async for delta in deltas])
+            return ChatAnswer(answer=answer, triage=_flags(deltas.triage))
     except WingptClientError as exc:
         raise _http_error(exc) from exc
 
@@ -91,13 +108,19 @@ async def stream(body: ChatRequest, request: Request) -> StreamingResponse:
         await deltas.aclose()
         raise _http_error(exc) from exc
 
+    triage = deltas.triage
+    flagged = triage is not None and triage.flagged
+
     async def text() -> AsyncIterator[str]:
         async with deltas:
+            if flagged:
+                yield f"{triage.notice}\n\n"
             yield first
             async for delta in deltas:
                 yield delta
 
-    return StreamingResponse(text(), media_type="text/plain; charset=utf-8")
+    headers = {"X-Triage-Level": triage.level if triage is not None else "unknown"}
+    return StreamingResponse(text(), media_type="text/plain; charset=utf-8", headers=headers)
 
 
 @app.get("/healthz")

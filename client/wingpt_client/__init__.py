@@ -9,7 +9,7 @@ Sync and asyncio twins with the same arguments and the same closed set of errors
         ...
 """
 
-from wingpt_client._protocol import Health, Messages, ModelInfo, SamplingOptions
+from wingpt_client._protocol import Health, Messages, ModelInfo, SamplingOptions, Triage
 from wingpt_client.aio import AsyncChatStream, AsyncWingptClient
 from wingpt_client.client import ChatStream, WingptClient
 from wingpt_client.config import ClientConfig
@@ -37,6 +37,7 @@ __all__ = [
     "ModelInfo",
     "OverloadedError",
     "SamplingOptions",
+    "Triage",
     "UnavailableError",
     "WingptClient",
     "WingptClientError",

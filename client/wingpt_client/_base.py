@@ -12,6 +12,7 @@ from tritonclient.grpc import service_pb2
 from wingpt_client._protocol import (
     Deadline,
     Messages,
+    Triage,
     build_request,
     encode_messages,
     new_request_id,
@@ -91,6 +92,8 @@ class StreamBase:
         self._closed = False
         self.request_id = ""
         self.first_response_at: float | None = None
+        # Set from the server's `triage` response, which comes before the first text delta.
+        self.triage: Triage | None = None
         self._client = client
         self._payload = encode_messages(messages)
         self._stream = stream
@@ -135,4 +138,7 @@ class StreamBase:
         if not self._received:
             self._received = True
             self.first_response_at = time.monotonic()
-        return parse_response(response, self.request_id)
+        text, final, triage = parse_response(response, self.request_id)
+        if triage is not None:
+            self.triage = triage
+        return text, final

@@ -30,7 +30,8 @@ class SamplingOptions(TypedDict, total=False):
     """Decoding settings; any left out take the server's defaults (WiNGPT2's card: greedy, repetition_penalty 1.1).
 
     Greedy is `temperature=0` (or `top_k=1`); `seed` makes sampling repeatable; `stop` ends the
-    answer at any of these strings; `bad_words` are never generated.
+    answer at any of these strings; `bad_words` are never generated. `end_id=-1` ignores the model's
+    end-of-text token, so the answer has exactly `max_tokens` tokens (for load tests, as TensorRT-LLM).
     """
 
     max_tokens: int
@@ -41,6 +42,7 @@ class SamplingOptions(TypedDict, total=False):
     seed: int
     stop: Sequence[str]
     bad_words: Sequence[str]
+    end_id: int
 
 
 # option -> (ensemble input, Triton datatype, struct format)
@@ -51,6 +53,7 @@ _SCALARS: dict[str, tuple[str, str, str]] = {
     "top_p": ("top_p", "FP32", "<f"),
     "repetition_penalty": ("repetition_penalty", "FP32", "<f"),
     "seed": ("random_seed", "UINT64", "<Q"),
+    "end_id": ("end_id", "INT32", "<i"),
 }
 _WORD_LISTS = {"stop": "stop_words", "bad_words": "bad_words"}
 _FINAL = "triton_final_response"
@@ -83,6 +86,34 @@ class ModelInfo:
     outputs: tuple[str, ...]
     embedded_default: bool
     note: str
+    disclaimer: str  # the model card's disclaimer, as this server is configured to show it
+
+
+@dataclass(frozen=True)
+class Triage:
+    """The server's clinical red-flag assessment of the patient's latest message.
+
+    It arrives before the first text delta. When `flagged`, show `notice` (urgent-care advice, in
+    Chinese) above the answer, prominently: the model's answer may still follow, but the patient
+    must not have to read an essay to learn that this needs a doctor now.
+    """
+
+    level: str  # "none" | "urgent" | "emergency"
+    categories: tuple[str, ...]
+    notice: str
+
+    @property
+    def flagged(self) -> bool:
+        return self.level != "none"
+
+    @classmethod
+    def from_json(cls, raw: str) -> Triage:
+        try:
+            body = json.loads(raw)
+            return cls(level=str(body["level"]), categories=tuple(map(str, body["categories"])),
+                       notice=str(body["notice"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise WingptClientError(f"the server sent a malformed triage output ({exc})") from None
 
 
 def new_request_id() -> str:
@@ -138,17 +169,25 @@ def _bytes_element(data: bytes) -> bytes:
     return struct.pack("<I", len(data)) + data
 
 
-def parse_response(response: service_pb2.ModelStreamInferResponse, request_id: str) -> tuple[str, bool]:
-    """(text delta, is this the request's final response); raises the mapped error for an error response."""
+def parse_response(
+    response: service_pb2.ModelStreamInferResponse, request_id: str
+) -> tuple[str, bool, Triage | None]:
+    """(text delta, is this the request's final response, the triage if this response carries it);
+    raises the mapped error for an error response."""
     if response.error_message:
         raise error_from_message(response.error_message, request_id)
     infer = response.infer_response
     final = infer.parameters.get(_FINAL)
     text = ""
+    triage = None
     for index, output in enumerate(infer.outputs):
-        if output.name == "text_output" and index < len(infer.raw_output_contents):
+        if index >= len(infer.raw_output_contents):
+            break
+        if output.name == "text_output":
             text = _decode_bytes_tensor(infer.raw_output_contents[index])
-    return text, bool(final is not None and final.bool_param)
+        elif output.name == "triage":
+            triage = Triage.from_json(_decode_bytes_tensor(infer.raw_output_contents[index]))
+    return text, bool(final is not None and final.bool_param), triage
 
 
 def _decode_bytes_tensor(raw: bytes) -> str:
@@ -174,6 +213,7 @@ def model_info_from(config: model_config_pb2.ModelConfig, server: service_pb2.Se
         outputs=tuple(o.name for o in config.output),
         embedded_default=params["embedded_default"].string_value == "true" if "embedded_default" in params else False,
         note=params["model_note"].string_value if "model_note" in params else "",
+        disclaimer=params["disclaimer"].string_value if "disclaimer" in params else "",
     )
 
 

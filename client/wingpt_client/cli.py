@@ -18,6 +18,7 @@ import sys
 import time
 from typing import IO, Any
 
+from wingpt_client._protocol import Triage
 from wingpt_client.client import WingptClient
 from wingpt_client.config import DEFAULT_TOKEN_KEY, DEFAULT_URL, ClientConfig
 from wingpt_client.errors import (
@@ -112,15 +113,20 @@ def _answer(client: WingptClient, messages: list[dict[str, str]], args: argparse
     parts: list[str] = []
     with client.stream_chat(messages, **_sampling(args)) as s:
         for delta in s:
+            if not parts and not args.json:
+                _write_notice(s.triage, out)
             parts.append(delta)
             if not args.json:
                 out.write(delta)
                 out.flush()
+        if not parts and not args.json:  # the hospital's rules may stop the answer after a notice
+            _write_notice(s.triage, out)
         text = "".join(parts)
         if args.json:
             first = s.first_response_at
             record = {
                 "text": text, "request_id": s.request_id, "model": client.config.model,
+                "triage": None if s.triage is None else dataclasses.asdict(s.triage),
                 "ttft_s": None if first is None else round(first - start, 4),
                 "elapsed_s": round(time.monotonic() - start, 4),
             }
@@ -129,6 +135,13 @@ def _answer(client: WingptClient, messages: list[dict[str, str]], args: argparse
             out.write("\n")
         out.flush()
     return text
+
+
+def _write_notice(triage: Triage | None, out: IO[str]) -> None:
+    """The urgent-care notice goes above the answer, where a patient reads first."""
+    if triage is not None and triage.flagged:
+        out.write(f"{triage.notice}\n\n")
+        out.flush()
 
 
 def _report(error: WingptClientError, config: ClientConfig) -> int:

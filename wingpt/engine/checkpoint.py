@@ -11,17 +11,58 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from wingpt.tokenizer import TIKTOKEN_FILE, find_tiktoken_file
+
 QWEN_V1_MODEL_TYPE = "qwen"
+# A checkpoint directory with this file holds WiNGPT2's shape (config.json, tokenizer) but no weights:
+# they are initialised randomly on the device. For GPU benchmarks where the real weights cannot be had:
+# the cost of a token depends on the shape, not on the values.
+RANDOM_WEIGHTS_FILE = "RANDOM_WEIGHTS"
+
+
+def qwen_v1_config(hidden: int, layers: int, heads: int, ffn_half: int, vocab: int, seq_length: int) -> dict:
+    """A Qwen v1 (`QWenLMHeadModel`) config.json as WiNGPT2 ships it, for a given shape."""
+    return {
+        "architectures": ["QWenLMHeadModel"],
+        "model_type": QWEN_V1_MODEL_TYPE,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "kv_channels": hidden // heads,
+        "intermediate_size": 2 * ffn_half,
+        "layer_norm_epsilon": 1e-6,
+        "rotary_emb_base": 10000,
+        "rotary_pct": 1.0,
+        "seq_length": seq_length,
+        "max_position_embeddings": seq_length,
+        "vocab_size": vocab,
+        "tie_word_embeddings": False,
+        "no_bias": True,
+        "use_dynamic_ntk": True,
+        "use_logn_attn": True,
+    }
 
 
 def read_config(model_dir: Path) -> dict:
     return json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+
+
+def write_random_weights_checkpoint(target: str | Path, v1_config: dict) -> Path:
+    """A checkpoint directory of `v1_config`'s shape, the real tokenizer and no weights (see RANDOM_WEIGHTS_FILE)."""
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "config.json").write_text(json.dumps(v1_config, indent=2), encoding="utf-8")
+    shutil.copyfile(find_tiktoken_file(None), target / TIKTOKEN_FILE)
+    (target / RANDOM_WEIGHTS_FILE).write_text("weights are random, initialised on the device at load\n",
+                                              encoding="utf-8")
+    return target
 
 
 def qwen2_config_from_v1(v1: dict, dtype: torch.dtype) -> Qwen2Config:
@@ -105,6 +146,8 @@ def load_model(model_dir: str | Path, device: str, dtype: torch.dtype) -> torch.
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, local_files_only=True)
         return model.to(device).eval()
     qwen2_config = qwen2_config_from_v1(config, dtype)
+    if (model_dir / RANDOM_WEIGHTS_FILE).is_file():
+        return _random_model(qwen2_config, device, dtype)
     with torch.device("meta"):
         model = Qwen2ForCausalLM(qwen2_config)
     state = {k: v.to(dtype) for k, v in qwen2_state_dict_from_v1(read_state_dict(model_dir)).items()}
@@ -112,3 +155,16 @@ def load_model(model_dir: str | Path, device: str, dtype: torch.dtype) -> torch.
     # RoPE frequencies are a buffer created on the meta device: rebuild it for real, kept in float32.
     model.model.rotary_emb = type(model.model.rotary_emb)(config=qwen2_config)
     return model.to(device).eval()
+
+
+def _random_model(config: Qwen2Config, device: str, dtype: torch.dtype) -> torch.nn.Module:
+    """The model initialised on `device` directly (a 7B model in seconds, no host copy), seeded."""
+    torch.manual_seed(0)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = Qwen2ForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default)
+    return model.eval()

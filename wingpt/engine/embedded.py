@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from wingpt.engine.checkpoint import qwen_v1_config
 from wingpt.tokenizer import PADDED_VOCAB_SIZE, TIKTOKEN_FILE, find_tiktoken_file, load_tokenizer
 
 EMBEDDED_NAME = "wingpt2-embedded-tiny-v2"
@@ -30,28 +31,9 @@ SHAPE = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "f
 
 
 def _v1_config() -> dict:
-    heads = SHAPE["num_attention_heads"]
-    return {
-        "architectures": ["QWenLMHeadModel"],
-        "model_type": "qwen",
-        "hidden_size": SHAPE["hidden_size"],
-        "num_hidden_layers": SHAPE["num_hidden_layers"],
-        "num_attention_heads": heads,
-        "kv_channels": SHAPE["hidden_size"] // heads,
-        "intermediate_size": 2 * SHAPE["ffn_half"],
-        "layer_norm_epsilon": 1e-6,
-        "rotary_emb_base": 10000,
-        "rotary_pct": 1.0,
-        "seq_length": 4096,
-        "max_position_embeddings": 4096,
-        "vocab_size": PADDED_VOCAB_SIZE,
-        "tie_word_embeddings": False,
-        "no_bias": True,
-        "use_dynamic_ntk": True,
-        "use_logn_attn": True,
-        "torch_dtype": "float32",
-        "wingpt_embedded_default": True,
-    }
+    config = qwen_v1_config(SHAPE["hidden_size"], SHAPE["num_hidden_layers"], SHAPE["num_attention_heads"],
+                            SHAPE["ffn_half"], PADDED_VOCAB_SIZE, seq_length=4096)
+    return config | {"torch_dtype": "float32", "wingpt_embedded_default": True}
 
 
 def _random_v1_weights() -> dict[str, torch.Tensor]:

@@ -1,6 +1,10 @@
-"""Preprocessing: validate the request, apply the WiNGPT2 template, tokenize, resolve decoding defaults.
+"""Preprocessing: validate the request, apply the WiNGPT2 template, tokenize, resolve decoding defaults,
+and assess clinical red flags.
 
 Every rejection names the offending field and returns INVALID_ARGUMENT; the model keeps serving.
+The triage is handed to postprocessing (wingpt/safety/handoff.py), which sends it with the stream's
+first response. When the hospital's rules say `continue_generation: false`, a flagged request gets
+`request_output_len` 0: the engine answers nothing and the notice stands alone.
 """
 
 from __future__ import annotations
@@ -8,8 +12,10 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from wingpt.chat_template import build_prompt_ids, parse_messages
+from wingpt.chat_template import Message, build_prompt_ids, parse_messages
 from wingpt.errors import InvalidRequest
+from wingpt.safety import RulesWatcher
+from wingpt.safety.handoff import TriageHandoff
 from wingpt.sampling import resolve_max_tokens, resolve_sampling
 from wingpt.tokenizer import load_tokenizer
 from wingpt.triton_io import (
@@ -34,6 +40,8 @@ class TritonPythonModel:
         self.max_tokens_default = int(params["max_tokens_default"])
         self.max_tokens_limit = int(params["max_tokens_limit"])
         self.system_prompt = params.get("system_prompt", "")
+        self.rules = RulesWatcher(params.get("safety_rules") or None)
+        self.handoff = TriageHandoff(params["triage_handoff_dir"])
 
     def execute(self, requests: list) -> list:
         responses = []
@@ -44,15 +52,17 @@ class TritonPythonModel:
                 responses.append(invalid(exc))
         return responses
 
-    def _prompt_ids(self, request: object, max_tokens: int) -> list[int]:
+    def _prompt_ids(self, request: object, max_tokens: int) -> tuple[list[int], list[Message]]:
+        """The prompt's token ids, and the turns the safety rules read (a raw prompt is read whole)."""
         text = optional_text(request, "text_input")
         messages = optional_text(request, "messages")
         if (text is None) == (messages is None):
             raise InvalidRequest("messages", "send exactly one of 'messages' (chat) or 'text_input' (raw prompt)")
         budget = self.context_window - max_tokens
         if messages is not None:
-            ids, _dropped = build_prompt_ids(self.tok, parse_messages(messages), budget, self.system_prompt)
-            return ids
+            turns = parse_messages(messages)
+            ids, _dropped = build_prompt_ids(self.tok, turns, budget, self.system_prompt)
+            return ids, turns
         if not text.strip():
             raise InvalidRequest("text_input", "is empty")
         ids = self.tok.encode(text)
@@ -62,7 +72,7 @@ class TritonPythonModel:
                 f"prompt is {len(ids)} tokens but only {budget} fit beside max_tokens={max_tokens} "
                 f"in the {self.context_window}-token context window",
             )
-        return ids
+        return ids, [Message("user", text)]
 
     def _prepare(self, request: object) -> list:
         max_tokens = resolve_max_tokens(
@@ -75,7 +85,12 @@ class TritonPythonModel:
             repetition_penalty=optional_scalar(request, "repetition_penalty"),
             seed=optional_scalar(request, "random_seed"),
         )
-        ids = self._prompt_ids(request, max_tokens)
+        ids, turns = self._prompt_ids(request, max_tokens)
+        assessor = self.rules.assessor()
+        triage = assessor.assess(turns)
+        if triage.flagged and not assessor.rules.continue_generation:
+            max_tokens = 0
+        self.handoff.put(request.request_id(), triage.to_json())
         end_id = optional_scalar(request, "end_id")
         pad_id = optional_scalar(request, "pad_id")
         stream = optional_scalar(request, "stream")

@@ -80,7 +80,11 @@ class TritonPythonModel:
         for request in requests:
             sender = request.get_response_sender()
             try:
-                self.engine.submit(self._generation_request(request, sender))
+                generation = self._generation_request(request, sender)
+                if generation.max_new_tokens == 0:  # the safety layer's notice-only answer
+                    sender.send(_ResponseStream.response([]), flags=FINAL)
+                    continue
+                self.engine.submit(generation)
             except InvalidRequest as exc:
                 sender.send(invalid(exc), flags=FINAL)
             except EngineOverloaded as exc:
@@ -98,8 +102,8 @@ class TritonPythonModel:
         if length is not None:
             prompt = prompt[: int(length)]
         max_new = optional_scalar(request, "request_output_len")
-        if max_new is None or max_new <= 0:
-            raise InvalidRequest("request_output_len", f"must be > 0, got {max_new}")
+        if max_new is None or max_new < 0:
+            raise InvalidRequest("request_output_len", f"must be >= 0, got {max_new}")
         top_k = optional_scalar(request, "runtime_top_k")
         seed = optional_scalar(request, "seed")
         sampling = resolve_sampling(
@@ -139,7 +143,8 @@ class _ResponseStream:
         self.streaming = streaming
         self.tokens: list[int] = []
 
-    def _response(self, tokens: list[int]) -> pb_utils.InferenceResponse:
+    @staticmethod
+    def response(tokens: list[int]) -> pb_utils.InferenceResponse:
         return pb_utils.InferenceResponse(output_tensors=[
             tensor("output_ids", [[tokens]], np.int32),
             tensor("sequence_length", [[len(tokens)]], np.int32),
@@ -151,13 +156,13 @@ class _ResponseStream:
             return
         if self.streaming:
             if finish_reason is None:
-                self.sender.send(self._response(new))
+                self.sender.send(self.response(new))
             else:
-                self.sender.send(self._response(new), flags=FINAL)
+                self.sender.send(self.response(new), flags=FINAL)
             return
         self.tokens += new
         if finish_reason is not None:
-            self.sender.send(self._response(self.tokens), flags=FINAL)
+            self.sender.send(self.response(self.tokens), flags=FINAL)
 
     def on_error(self, exc: Exception) -> None:
         kind = UNAVAILABLE if isinstance(exc, EngineStopped) else INTERNAL
