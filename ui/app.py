@@ -8,16 +8,18 @@ request on the server.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import gradio as gr
-from wingpt_client import DISCLAIMER, AsyncWingptClient
+from wingpt_client import AsyncWingptClient
 
 from ui import text
 from ui.chat import Exchange, Sampling, answer
 from ui.settings import UiSettings
 from ui.status import StatusMonitor
+from wingpt.safety.disclaimer import DISCLAIMER
 from wingpt.sampling import SamplingParams
 
 CSS = """
@@ -52,10 +54,14 @@ class Backend:
 def build_app(settings: UiSettings) -> gr.Blocks:
     backend = Backend(settings)
     defaults = SamplingParams()
+    # session -> the answer allowed to update that session's page. Gradio sends the stop/clear cancellation
+    # without waiting for it, so a cancelled answer could still write one more step over a cleared page; the
+    # answer checks this before every step instead (one event loop: a check and its step are not interleaved).
+    answering: dict[str | None, object] = {}
 
     async def chat(
         question: str, conversation: list[Exchange] | None, max_tokens: float, temperature: float, top_p: float,
-        repetition_penalty: float,
+        repetition_penalty: float, request: gr.Request,
     ) -> AsyncIterator[tuple[Any, ...]]:
         conversation = conversation or []
         question = (question or "").strip()
@@ -63,22 +69,36 @@ def build_app(settings: UiSettings) -> gr.Blocks:
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
         sampling = Sampling(int(max_tokens), float(temperature), float(top_p), float(repetition_penalty))
+        session, token = request.session_hash, object()
+        answering[session] = token
         first = True
-        async for page in answer(backend.client(), backend.monitor(), conversation, question, sampling):
-            # Clear the input once; later steps leave it alone, so a patient can type the next question meanwhile.
-            yield ("" if first else gr.skip()), page.messages, _banner(page.banner), page.conversation
-            first = False
+        try:
+            async with contextlib.aclosing(
+                answer(backend.client(), backend.monitor(), conversation, question, sampling)
+            ) as pages:
+                async for page in pages:
+                    if answering.get(session) is not token:
+                        return  # cleared meanwhile; closing `pages` cancels the request
+                    # The state goes first, so Gradio stores it before anything else of this step.
+                    # The input is cleared once; later steps leave it alone, so the next question can be typed.
+                    yield page.conversation, ("" if first else gr.skip()), page.messages, _banner(page.banner)
+                    first = False
+        finally:
+            if answering.get(session) is token:
+                del answering[session]
 
-    async def clear() -> tuple[Any, ...]:
+    async def clear(request: gr.Request) -> tuple[Any, ...]:
+        answering.pop(request.session_hash, None)
         return [], _banner(""), []
 
-    async def status() -> str:
-        return (await backend.monitor().current()).line()
+    async def status() -> tuple[str, str]:
+        current = await backend.monitor().current()
+        return current.line(), _disclaimer(current.disclaimer)
 
     with gr.Blocks(title=text.TITLE, analytics_enabled=False) as app:
         gr.Markdown(f"# {text.TITLE}\n{text.SUBTITLE}")
         status_line = gr.Markdown(text.STATUS_CHECKING, elem_id="server-status")
-        gr.Markdown(f"**{text.DISCLAIMER_TITLE}**：{DISCLAIMER}", elem_id="disclaimer")
+        disclaimer = gr.Markdown(_disclaimer(""), elem_id="disclaimer")
         banner = gr.HTML("", elem_id="triage-notice", visible=False)
         conversation = gr.State([])
         # Plain text: what the model and the patient wrote is shown as written, never interpreted as Markdown/HTML.
@@ -106,7 +126,7 @@ def build_app(settings: UiSettings) -> gr.Blocks:
         asked = gr.on(
             [question.submit, send.click], chat,
             inputs=[question, conversation, max_tokens, temperature, top_p, repetition_penalty],
-            outputs=[question, chatbot, banner, conversation],
+            outputs=[conversation, question, chatbot, banner],
             api_name="chat", show_progress="hidden", concurrency_limit=settings.concurrency,
         )
         stop.click(None, cancels=[asked], api_visibility="private")
@@ -116,10 +136,15 @@ def build_app(settings: UiSettings) -> gr.Blocks:
                     concurrency_limit=None)
         # The status line: at page load and on a timer; both read the monitor's cache (no RPC per page).
         for trigger in (app.load, gr.Timer(settings.status_interval_s).tick):
-            trigger(status, outputs=status_line, api_visibility="private", show_progress="hidden",
+            trigger(status, outputs=[status_line, disclaimer], api_visibility="private", show_progress="hidden",
                     concurrency_limit=None)
     app.queue(max_size=settings.queue_size)
     return app
+
+
+def _disclaimer(from_server: str) -> str:
+    """The disclaimer the server is configured to show, else the model card's: shown even while Triton is down."""
+    return f"**{text.DISCLAIMER_TITLE}**：{from_server or DISCLAIMER}"
 
 
 def _banner(html: str) -> gr.HTML:

@@ -62,9 +62,16 @@ class ChatView:
 
 
 def model_messages(conversation: list[Exchange]) -> list[dict[str, str]]:
-    """Every question, and every answer the model gave (partial ones too: the patient saw them)."""
+    """The questions the server took in, with the answers it gave (partial ones too: the patient saw them).
+
+    A question that got nothing back (server down, stopped before the first word) is left out: the patient
+    asks it again, and the model should not see it twice. One that got only an urgent-care notice (a
+    hospital may stop generation for emergencies) stays, since what follows is about that emergency.
+    """
     turns: list[dict[str, str]] = []
     for exchange in conversation:
+        if not (exchange.answer or exchange.notice):
+            continue
         turns.append({"role": "user", "content": exchange.question})
         if exchange.answer:
             turns.append({"role": "assistant", "content": exchange.answer})
@@ -131,9 +138,10 @@ async def answer(
     yield view([*history, exchange])
     start = time.monotonic()
     outcome = "ok"
+    messages = [*model_messages(history), {"role": "user", "content": question}]
     stream = client.stream_chat(
-        model_messages([*history, exchange]), max_tokens=sampling.max_tokens, temperature=sampling.temperature,
-        top_p=sampling.top_p, repetition_penalty=sampling.repetition_penalty,
+        messages, max_tokens=sampling.max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
+        repetition_penalty=sampling.repetition_penalty,
     )
     try:
         async with stream:
@@ -152,6 +160,6 @@ async def answer(
     finally:
         ttft = stream.first_response_at - start if stream.first_response_at is not None else None
         log.info("answer request_id=%s outcome=%s turns=%d question_chars=%d answer_chars=%d ttft_s=%s elapsed_s=%.3f",
-                 stream.request_id or "-", outcome, len(history) + 1, len(question), len(exchange.answer),
+                 stream.request_id or "-", outcome, len(messages), len(question), len(exchange.answer),
                  f"{ttft:.3f}" if ttft is not None else "-", time.monotonic() - start)
     yield view([*history, exchange])

@@ -30,14 +30,19 @@ class ServerStatus:
     reachable: bool
     info: ModelInfo | None = None
 
+    @property
+    def disclaimer(self) -> str:
+        """The server's disclaimer (empty when unknown or not configured)."""
+        return self.info.disclaimer if self.info is not None else ""
+
     def line(self) -> str:
         """The status line in Chinese (Markdown)."""
         if self.info is not None:
             ok = text.STATUS_OK.format(url=self.url, model=self.info.name, version=self.info.server_version)
             return f"{ok} · {text.STATUS_EMBEDDED if self.info.embedded_default else text.STATUS_REAL_MODEL}"
         if self.reachable:
-            return text.STATUS_NOT_READY.format(url=self.url, model=self.model)
-        return text.STATUS_DOWN.format(url=self.url)
+            return f"**{text.STATUS_NOT_READY.format(url=self.url, model=self.model)}**"
+        return f"**{text.STATUS_DOWN.format(url=self.url)}**"
 
 
 class StatusMonitor:
