@@ -127,7 +127,8 @@ def build_app(settings: UiSettings) -> gr.Blocks:
             [question.submit, send.click], chat,
             inputs=[question, conversation, max_tokens, temperature, top_p, repetition_penalty],
             outputs=[conversation, question, chatbot, banner],
-            api_name="chat", show_progress="hidden", concurrency_limit=settings.concurrency,
+            api_name="chat", show_progress="minimal", show_progress_on=[chatbot],
+            concurrency_limit=settings.concurrency,
         )
         stop.click(None, cancels=[asked], api_visibility="private")
         # The chat widget's own trash icon clears only what it shows: forget the conversation with it.

@@ -35,7 +35,7 @@ class UiSettings:
                 "(Gradio's own default is 1: everyone queued behind one patient)"})
     queue_size: int = field(default=512, metadata={
         "flag": "--queue-size", "env": "WINGPT_UI_QUEUE_SIZE",
-        "help": "patients who may wait beyond --concurrency; more are told the service is busy"})
+        "help": "patients who may wait beyond --concurrency; Gradio refuses more with 'queue is full'"})
     max_tokens_default: int = field(default=ServerSettings.max_tokens_default, metadata={
         "flag": "--max-tokens", "env": "WINGPT_MAX_TOKENS_DEFAULT",
         "help": "the settings panel's initial max tokens (same variable as the server's default)"})
@@ -47,7 +47,7 @@ class UiSettings:
         "help": "seconds between the status line's health checks (one check per UI process, shared by all pages)"})
     log_level: str = field(default="INFO", metadata={
         "flag": "--log-level", "env": "WINGPT_UI_LOG_LEVEL",
-        "help": "DEBUG | INFO | WARNING | ERROR; no level logs patient text"})
+        "help": "DEBUG, INFO, WARNING or ERROR; the UI's own log lines never carry patient text"})
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
