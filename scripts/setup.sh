@@ -3,6 +3,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# The UI's browser tests drive Debian's Chromium (no browser download); a CJK font makes their screenshots readable.
+if [[ ! -x /usr/bin/chromium || ! -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]]; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "setup: installing chromium and fonts-wqy-microhei (UI browser tests)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-wqy-microhei >/dev/null
+  else
+    echo "setup: /usr/bin/chromium is missing and this is not root: apt-get install chromium fonts-wqy-microhei" >&2
+  fi
+fi
 if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip

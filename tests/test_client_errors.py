@@ -98,6 +98,7 @@ class TcpForwarder:
 
     def close(self) -> None:
         if self._listener is not None:
+            _shutdown(self._listener)  # close() alone leaves a socket blocked in accept() listening on Linux
             self._listener.close()
         self.cut()
 
