@@ -80,6 +80,10 @@ class TritonPythonModel:
         for request in requests:
             sender = request.get_response_sender()
             try:
+                if optional_scalar(request, "stop"):
+                    self._stop(request.request_id())
+                    sender.send(flags=FINAL)
+                    continue
                 self.engine.submit(self._generation_request(request, sender))
             except InvalidRequest as exc:
                 sender.send(invalid(exc), flags=FINAL)
@@ -88,6 +92,13 @@ class TritonPythonModel:
             except EngineStopped as exc:
                 sender.send(pb_utils.InferenceResponse(error=error(UNAVAILABLE, str(exc))), flags=FINAL)
         return None
+
+    def _stop(self, request_id: str) -> None:
+        """tensorrt_llm's `stop` input: end the running request with this id. Postprocessing sends it
+        when a client cancels through the ensemble, which Triton 2.51 does not pass to a running step."""
+        if not request_id:
+            raise InvalidRequest("stop", "a stop request needs the request_id of the request to stop")
+        self.engine.cancel(request_id)
 
     def _generation_request(self, request: object, sender: object) -> GenerationRequest:
         ids = optional_array(request, "input_ids")
