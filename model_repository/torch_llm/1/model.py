@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import numpy as np
 import torch
@@ -122,9 +123,10 @@ class TritonPythonModel:
         )
         end_id = optional_scalar(request, "end_id")
         streaming = bool(optional_scalar(request, "streaming"))
-        stream = _ResponseStream(sender, streaming)
+        request_id = request.request_id() or str(id(request))
+        stream = _ResponseStream(sender, streaming, request_id, len(prompt))
         return GenerationRequest(
-            request_id=request.request_id() or str(id(request)),
+            request_id=request_id,
             prompt_ids=prompt,
             max_new_tokens=int(max_new),
             sampling=sampling,
@@ -143,12 +145,26 @@ class TritonPythonModel:
 
 class _ResponseStream:
     """Turns engine callbacks into tensorrt_llm-shaped responses: new tokens per response when
-    streaming, else one response with the whole output; always closed with the FINAL flag."""
+    streaming, else one response with the whole output; always closed with the FINAL flag.
 
-    def __init__(self, sender: object, streaming: bool) -> None:
+    Each request ends with one log line of metadata (id, token counts, finish reason, timings),
+    never text: prompts and answers are patient data."""
+
+    def __init__(self, sender: object, streaming: bool, request_id: str, prompt_tokens: int) -> None:
         self.sender = sender
         self.streaming = streaming
         self.tokens: list[int] = []
+        self.request_id = request_id
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = 0
+        self.start = time.monotonic()
+        self.first_token_s: float | None = None
+
+    def _log_end(self, finish: str) -> None:
+        first = "-" if self.first_token_s is None else f"{self.first_token_s * 1000:.0f}"
+        pb_utils.Logger.log_info(
+            f"request {self.request_id}: prompt_tokens={self.prompt_tokens} output_tokens={self.output_tokens} "
+            f"finish={finish} first_token_ms={first} total_ms={(time.monotonic() - self.start) * 1000:.0f}")
 
     def _response(self, tokens: list[int]) -> pb_utils.InferenceResponse:
         return pb_utils.InferenceResponse(output_tensors=[
@@ -157,6 +173,11 @@ class _ResponseStream:
         ])
 
     def on_tokens(self, new: list[int], finish_reason: str | None) -> None:
+        if new and self.first_token_s is None:
+            self.first_token_s = time.monotonic() - self.start
+        self.output_tokens += len(new)
+        if finish_reason is not None:
+            self._log_end(finish_reason)
         if finish_reason == FINISH_CANCELLED:
             self.sender.send(flags=FINAL)
             return
@@ -171,6 +192,7 @@ class _ResponseStream:
             self.sender.send(self._response(self.tokens), flags=FINAL)
 
     def on_error(self, exc: Exception) -> None:
+        self._log_end(f"error:{type(exc).__name__}")
         kind = UNAVAILABLE if isinstance(exc, EngineStopped) else INTERNAL
         if kind == INTERNAL:
             log.error("generation failed: %s", type(exc).__name__)
