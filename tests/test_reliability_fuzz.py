@@ -80,7 +80,8 @@ def test_any_bytes_parse_or_name_the_bad_field(raw):
 
 def test_pathological_json_is_rejected_not_crashed():
     for raw in ("[" * 100_000, '{"a":' * 50_000, "1e99999", '[{"role":"user","content":"x"}' + "," * 10**5 + "]",
-                "\ufeff[]", '[{"role":"' + "x" * 10**6 + '","content":"a"}]'):
+                "\ufeff[]", "1" * 5000, '[{"role":"user","content":"x","n":' + "9" * 5000 + "}]",
+                '[{"role":"' + "x" * 10**6 + '","content":"a"}]'):
         check_parse(raw)
 
 

@@ -41,6 +41,8 @@ def parse_messages(raw: str | bytes | list[Any]) -> list[Message]:
             raise InvalidRequest(field, f"is not valid JSON ({exc.msg} at position {exc.pos})") from None
         except RecursionError:
             raise InvalidRequest(field, "is nested too deeply to be a list of {role, content} objects") from None
+        except ValueError as exc:  # e.g. an integer literal over Python's 4300-digit conversion limit
+            raise InvalidRequest(field, f"is not valid JSON ({str(exc)[:80]})") from None
     if not isinstance(raw, list) or not raw:
         raise InvalidRequest(field, "must be a non-empty JSON list of {role, content} objects")
     messages: list[Message] = []
