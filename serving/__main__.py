@@ -7,8 +7,8 @@ import signal
 import sys
 from pathlib import Path
 
-from serving.launch import start_server, wait_ready
-from serving.render import RenderError, parameters_for, render_repository
+from serving.launch import Supervisor
+from serving.render import ENGINE_MODEL, RenderError, parameters_for, render_repository
 from wingpt.engine.embedded import WARNING, ensure_embedded_model, is_embedded
 from wingpt.settings import TARGETS, ServerSettings
 
@@ -50,16 +50,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not settings.model_dir:
         print(f"NOTE: {WARNING}")
-    process = start_server(repo, settings)
-    signal.signal(signal.SIGTERM, lambda *_: process.terminate())
+    # The Python-backend engine runs in its own stub process, which the supervisor watches; the
+    # TensorRT-LLM backend runs inside tritonserver, so the server's own death covers it.
+    engine = ENGINE_MODEL[settings.target]
+    supervisor = Supervisor(repo, settings, engine if engine == "torch_llm" else None)
+    signal.signal(signal.SIGTERM, lambda *_: supervisor.terminate())
     try:
-        wait_ready(settings, process)
+        supervisor.start()
         print(f"ready: gRPC {settings.host}:{settings.grpc_port}  HTTP {settings.host}:{settings.http_port}  "
-              f"metrics {settings.host}:{settings.metrics_port}  (Ctrl-C stops)")
-        return process.wait()
+              f"metrics {settings.host}:{settings.metrics_port}  (Ctrl-C stops)", flush=True)
+        return supervisor.run()
     except KeyboardInterrupt:
-        process.terminate()
-        return process.wait()
+        supervisor.terminate()
+        return supervisor.run()
 
 
 if __name__ == "__main__":

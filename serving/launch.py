@@ -8,9 +8,11 @@ the models can import `wingpt`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
+import signal
 import site
 import subprocess
 import sys
@@ -126,3 +128,150 @@ def wait_ready(settings: ServerSettings, process: subprocess.Popen, timeout_s: f
             pass
         time.sleep(0.5)
     raise TimeoutError(f"tritonserver not ready after {timeout_s:.0f}s ({url})")
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of `pid` (from /proc: no `ps` needed in slim containers)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            children.append(int(entry.name))
+    return children
+
+
+def stub_pids(server_pid: int, model: str) -> list[int]:
+    """The Python-backend stub processes of `model` (their command line names the model's directory)."""
+    found = []
+    for pid in child_pids(server_pid):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(f"{os.sep}{model}{os.sep}".encode() in arg for arg in args):
+            found.append(pid)
+    return found
+
+
+def rss_kib(pids: list[int]) -> int:
+    """Resident memory of these processes together."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def engine_requests(settings: ServerSettings) -> float | None:
+    """Requests running or waiting in the engine, from its `nv_trt_llm_request_metrics` gauges
+    (both engines export them); None when the metrics cannot be read."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    try:
+        with urllib.request.urlopen(f"http://{host}:{settings.metrics_port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("nv_trt_llm_request_metrics{") and any(
+                f'request_type="{kind}"' in line for kind in ("active", "waiting")):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+class Supervisor:
+    """Keeps the server serving: restarts tritonserver when it dies or when the engine model's
+    process does, and drains the engine before stopping it.
+
+    Triton 2.51's Python backend does not restart a dead stub: requests to it fail with "Stub
+    process is not healthy" and requests it was generating never end. Restarting the whole server
+    ends those streams with a broken connection (clients see UNAVAILABLE) and brings the engine back
+    without opening Triton's model-control API. Too many restarts in a row give up (exit 1), so a
+    server that cannot start is left to the process manager instead of looping.
+
+    SIGTERM is not passed straight on: once tritonserver is stopping, Triton 2.51 refuses every new
+    step request, and a streamed answer needs one postprocessing step per token, so a running
+    stream would stall until the exit timeout. The supervisor first waits (up to
+    TRITON_EXIT_TIMEOUT) until the engine has no running or waiting request, then stops Triton.
+    """
+
+    def __init__(self, repo: Path, settings: ServerSettings, engine_model: str | None,
+                 log_path: Path | None = None, check_every_s: float = 0.5, max_restarts: int = 5,
+                 restart_window_s: float = 600.0) -> None:
+        self.repo, self.settings, self.engine_model, self.log_path = repo, settings, engine_model, log_path
+        self.check_every_s = check_every_s
+        self.max_restarts, self.restart_window_s = max_restarts, restart_window_s
+        self.process: subprocess.Popen | None = None
+        self.restarts: list[float] = []
+        self._stopping = False
+        self._drain_deadline: float | None = None
+
+    def start(self) -> None:
+        self.process = start_server(self.repo, self.settings, self.log_path)
+        wait_ready(self.settings, self.process)
+
+    def terminate(self) -> None:
+        """SIGTERM (safe from a signal handler): drain the engine, then stop Triton (see the class doc)."""
+        self._stopping = True
+        self._drain_deadline = time.monotonic() + self.settings.exit_timeout_s
+
+    def _stop_after_drain(self) -> int:
+        assert self.process is not None and self._drain_deadline is not None
+        print(f"supervisor: SIGTERM; letting the engine finish its requests "
+              f"(up to {self.settings.exit_timeout_s}s)", file=sys.stderr, flush=True)
+        idle_reads = 0  # the engine's gauges are published every 0.2 s: idle must be seen over 0.5 s
+        while self.process.poll() is None and time.monotonic() < self._drain_deadline and idle_reads < 3:
+            idle_reads = idle_reads + 1 if not engine_requests(self.settings) else 0  # 0 or None (no metrics)
+            time.sleep(0.25)
+        if self.process.poll() is None:
+            self.process.terminate()
+        return self.process.wait()
+
+    def _engine_dead(self) -> bool:
+        assert self.process is not None
+        return self.engine_model is not None and not stub_pids(self.process.pid, self.engine_model)
+
+    def run(self) -> int:
+        """Supervise until terminated; returns tritonserver's exit code."""
+        assert self.process is not None
+        while True:
+            try:
+                code = self.process.wait(timeout=self.check_every_s)
+            except subprocess.TimeoutExpired:
+                code = None
+            if self._stopping:
+                return self._stop_after_drain()
+            if code is None and not self._engine_dead():
+                continue
+            reason = f"tritonserver exited with code {code}" if code is not None else \
+                f"the engine model {self.engine_model!r} process died"
+            now = time.monotonic()
+            self.restarts = [t for t in self.restarts if now - t < self.restart_window_s] + [now]
+            if len(self.restarts) > self.max_restarts:
+                print(f"supervisor: {reason}; {self.max_restarts} restarts in {self.restart_window_s:.0f}s, "
+                      "giving up", file=sys.stderr, flush=True)
+                self._kill()
+                return 1
+            print(f"supervisor: {reason}; restarting tritonserver (in-flight streams end with UNAVAILABLE)",
+                  file=sys.stderr, flush=True)
+            self._kill()
+            if self._stopping:
+                return 0
+            self.start()
+
+    def _kill(self) -> None:
+        """Kill the server and its stubs (one process group): the dead engine's streams cannot drain."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()

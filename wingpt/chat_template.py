@@ -39,6 +39,10 @@ def parse_messages(raw: str | bytes | list[Any]) -> list[Message]:
             raw = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise InvalidRequest(field, f"is not valid JSON ({exc.msg} at position {exc.pos})") from None
+        except RecursionError:
+            raise InvalidRequest(field, "is nested too deeply to be a list of {role, content} objects") from None
+        except ValueError as exc:  # e.g. an integer literal over Python's 4300-digit conversion limit
+            raise InvalidRequest(field, f"is not valid JSON ({str(exc)[:80]})") from None
     if not isinstance(raw, list) or not raw:
         raise InvalidRequest(field, "must be a non-empty JSON list of {role, content} objects")
     messages: list[Message] = []
@@ -48,7 +52,7 @@ def parse_messages(raw: str | bytes | list[Any]) -> list[Message]:
             raise InvalidRequest(where, "must be an object with 'role' and 'content'")
         role, content = item.get("role"), item.get("content")
         if role not in ROLES:
-            raise InvalidRequest(f"{where}.role", f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+            raise InvalidRequest(f"{where}.role", f"unknown role {_short(role)}; expected one of {', '.join(ROLES)}")
         if not isinstance(content, str):
             raise InvalidRequest(f"{where}.content", "must be a string")
         if role == "system" and i != 0:
@@ -60,6 +64,12 @@ def parse_messages(raw: str | bytes | list[Any]) -> list[Message]:
     if not dialogue[-1].content.strip():
         raise InvalidRequest(f"{field}[{len(messages) - 1}].content", "the latest user message is empty")
     return messages
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """A bounded repr for error messages: an error must not echo a huge input (or patient text) back."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def render_text(messages: list[Message], system_prompt: str = "") -> str:

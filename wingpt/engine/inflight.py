@@ -151,7 +151,7 @@ class InflightBatchingEngine:
         try:
             while True:
                 with self._lock:
-                    while self._running and not self._rows and not self._waiting:
+                    while self._running and not self._rows and not self._waiting and not self._cancel_ids:
                         self._lock.wait()
                     if not self._running:
                         break

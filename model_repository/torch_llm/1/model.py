@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import numpy as np
 import torch
@@ -80,6 +81,10 @@ class TritonPythonModel:
         for request in requests:
             sender = request.get_response_sender()
             try:
+                if optional_scalar(request, "stop"):
+                    self._stop(request.request_id())
+                    sender.send(flags=FINAL)
+                    continue
                 generation = self._generation_request(request, sender)
                 if generation.max_new_tokens == 0:  # the safety layer's notice-only answer
                     sender.send(_ResponseStream.response([]), flags=FINAL)
@@ -92,6 +97,13 @@ class TritonPythonModel:
             except EngineStopped as exc:
                 sender.send(pb_utils.InferenceResponse(error=error(UNAVAILABLE, str(exc))), flags=FINAL)
         return None
+
+    def _stop(self, request_id: str) -> None:
+        """tensorrt_llm's `stop` input: end the running request with this id. Postprocessing sends it
+        when a client cancels through the ensemble, which Triton 2.51 does not pass to a running step."""
+        if not request_id:
+            raise InvalidRequest("stop", "a stop request needs the request_id of the request to stop")
+        self.engine.cancel(request_id)
 
     def _generation_request(self, request: object, sender: object) -> GenerationRequest:
         ids = optional_array(request, "input_ids")
@@ -115,9 +127,10 @@ class TritonPythonModel:
         )
         end_id = optional_scalar(request, "end_id")
         streaming = bool(optional_scalar(request, "streaming"))
-        stream = _ResponseStream(sender, streaming)
+        request_id = request.request_id() or str(id(request))
+        stream = _ResponseStream(sender, streaming, request_id, len(prompt))
         return GenerationRequest(
-            request_id=request.request_id() or str(id(request)),
+            request_id=request_id,
             prompt_ids=prompt,
             max_new_tokens=int(max_new),
             sampling=sampling,
@@ -136,12 +149,26 @@ class TritonPythonModel:
 
 class _ResponseStream:
     """Turns engine callbacks into tensorrt_llm-shaped responses: new tokens per response when
-    streaming, else one response with the whole output; always closed with the FINAL flag."""
+    streaming, else one response with the whole output; always closed with the FINAL flag.
 
-    def __init__(self, sender: object, streaming: bool) -> None:
+    Each request ends with one log line of metadata (id, token counts, finish reason, timings),
+    never text: prompts and answers are patient data."""
+
+    def __init__(self, sender: object, streaming: bool, request_id: str, prompt_tokens: int) -> None:
         self.sender = sender
         self.streaming = streaming
         self.tokens: list[int] = []
+        self.request_id = request_id
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = 0
+        self.start = time.monotonic()
+        self.first_token_s: float | None = None
+
+    def _log_end(self, finish: str) -> None:
+        first = "-" if self.first_token_s is None else f"{self.first_token_s * 1000:.0f}"
+        pb_utils.Logger.log_info(
+            f"request {self.request_id}: prompt_tokens={self.prompt_tokens} output_tokens={self.output_tokens} "
+            f"finish={finish} first_token_ms={first} total_ms={(time.monotonic() - self.start) * 1000:.0f}")
 
     @staticmethod
     def response(tokens: list[int]) -> pb_utils.InferenceResponse:
@@ -151,6 +178,11 @@ class _ResponseStream:
         ])
 
     def on_tokens(self, new: list[int], finish_reason: str | None) -> None:
+        if new and self.first_token_s is None:
+            self.first_token_s = time.monotonic() - self.start
+        self.output_tokens += len(new)
+        if finish_reason is not None:
+            self._log_end(finish_reason)
         if finish_reason == FINISH_CANCELLED:
             self.sender.send(flags=FINAL)
             return
@@ -165,6 +197,7 @@ class _ResponseStream:
             self.sender.send(self.response(self.tokens), flags=FINAL)
 
     def on_error(self, exc: Exception) -> None:
+        self._log_end(f"error:{type(exc).__name__}")
         kind = UNAVAILABLE if isinstance(exc, EngineStopped) else INTERNAL
         if kind == INTERNAL:
             log.error("generation failed: %s", type(exc).__name__)
