@@ -171,6 +171,38 @@ def profile_decode_step(model: torch.nn.Module, ids: list[int], steps: int = 32)
     }
 
 
+@torch.inference_mode()
+def cuda_graph_decode(model: torch.nn.Module, ids: list[int], steps: int = 64) -> dict:
+    """What closing the host overhead would give: the same model, one stream, decode steps replayed as
+    one CUDA graph over a static KV cache (what the in-flight engine does not do: its shared cache
+    changes shape at every step and every join)."""
+    from transformers import StaticCache
+
+    cache = StaticCache(config=model.config, max_cache_len=len(ids) + steps + 8)
+    prompt = torch.tensor([ids], device="cuda")
+    logits = model(prompt, past_key_values=cache, cache_position=torch.arange(len(ids), device="cuda")).logits
+    token = logits[:, -1:].argmax(-1)
+    position = torch.tensor([len(ids)], device="cuda")
+    static_token, static_position = token.clone(), position.clone()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):  # warm-up on a side stream before capture, as CUDA graphs require
+            model(static_token, past_key_values=cache, cache_position=static_position)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_logits = model(static_token, past_key_values=cache, cache_position=static_position).logits
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for step in range(steps):
+        static_position.fill_(len(ids) + step)
+        graph.replay()
+        static_token.copy_(static_logits[:, -1:].argmax(-1))
+    torch.cuda.synchronize()
+    return {"tpot_ms": (time.perf_counter() - t0) * 1000 / steps, "steps": steps}
+
+
 def run_engine_part(model_dir: Path, out: Path, report: dict) -> None:
     bandwidth = measure_copy_bandwidth()
     model = load_model(model_dir, "cuda", torch.bfloat16)
@@ -184,6 +216,10 @@ def run_engine_part(model_dir: Path, out: Path, report: dict) -> None:
     ids = prompt_ids(build_workload("seed5", SHORT_PROMPT_TOKENS)[0])
     report["engine_direct"] = engine_single_stream(model, ids)
     report["decode_profile"] = profile_decode_step(model, ids)
+    try:
+        report["cuda_graph_decode"] = cuda_graph_decode(model, ids)
+    except Exception as exc:  # an experiment: report why it could not run, keep the rest of the run
+        report["cuda_graph_decode"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
     del model
     torch.cuda.empty_cache()
     report["seed_baseline"] = run_seed_baseline(model_dir, out)
@@ -289,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtest.gpu_capacity", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="build/gpu-capacity")
-    p.add_argument("--part", choices=("all", "engine", "serving"), default="all")
+    p.add_argument("--part", choices=("all", "engine", "serving", "graphs"), default="all",
+                   help="graphs: only the CUDA-graph decode experiment and the direct engine")
     p.add_argument("--levels", default="1,8,32,64,128", help="concurrency levels for our stack")
     p.add_argument("--model-dir", default="", help="default: write a 7B-shaped random-weights checkpoint")
     args = p.parse_args(argv)
@@ -305,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     if args.part in ("all", "engine"):
         run_engine_part(model_dir, out, report)
+    if args.part == "graphs":
+        model = load_model(model_dir, "cuda", torch.bfloat16)
+        ids = prompt_ids(build_workload("seed5", SHORT_PROMPT_TOKENS)[0])
+        report["engine_direct"] = engine_single_stream(model, ids, runs=2)
+        report["cuda_graph_decode"] = cuda_graph_decode(model, ids)
     if args.part in ("all", "serving"):
         run_serving_part(model_dir, out, report, tuple(int(x) for x in args.levels.split(",")))
     report["elapsed_s"] = time.monotonic() - started
