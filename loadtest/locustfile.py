@@ -76,8 +76,6 @@ def _setup(environment, **_kwargs) -> None:
     prompts = build_workload(options.lt_workload, options.lt_prompt_tokens)
     _shared["prompts"] = itertools.cycle(prompts)
     _shared["generation"] = Generation(options.lt_max_tokens, options.lt_temperature, options.lt_ignore_eos)
-    if options.lt_target == "triton":
-        _shared["generation"].triton_options()  # type: ignore[attr-defined]  # fail early if the client cannot
 
 
 @events.request.add_listener

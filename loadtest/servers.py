@@ -5,7 +5,6 @@ when the run ends."""
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -14,14 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from serving.__main__ import render_from_settings
-from serving.launch import start_server, wait_ready
+from serving.launch import free_port, start_server, wait_ready
 from wingpt.settings import ServerSettings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop(process: subprocess.Popen) -> None:

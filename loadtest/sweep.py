@@ -238,8 +238,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_tokens=args.max_tokens, prompt_tokens=args.prompt_tokens, temperature=args.temperature,
             ignore_eos=args.ignore_eos, model=args.model, api_key_env=args.api_key_env, timeout_s=args.timeout_s,
             patients=args.patients, label=args.label)
-        if config.target == "triton":
-            config.generation().triton_options()  # fails early where the client cannot do what was asked
         slo = Slo.from_env(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms, attainment=args.slo_attainment)
         prompts = build_workload(config.workload, config.prompt_tokens)
     except ValueError as exc:

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import site
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -33,6 +34,13 @@ class TritonDist:
     libs: Path
     backends: Path
     stub: Path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (for test servers, benchmarks and loopback load runs)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 def find_triton() -> TritonDist:

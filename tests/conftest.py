@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from serving.__main__ import render_from_settings
-from serving.launch import start_server, wait_ready
+from serving.launch import free_port, start_server, wait_ready
+from tests.servers import RunningServer
 from wingpt.safety.rules import DEFAULT_RULES
 from wingpt.settings import ServerSettings
 
@@ -21,28 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass(frozen=True)
-class RunningServer:
-    settings: ServerSettings
-    process: subprocess.Popen
-    log_path: Path
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.settings.grpc_port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.metrics_port}/metrics"
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
 
 
 @pytest.fixture(scope="session")
@@ -55,9 +32,9 @@ def triton_server() -> Iterator[RunningServer]:
         target="cpu",
         model_dir=os.environ.get("MODEL_DIR", ""),
         repo_dir=str(ROOT / "build" / "test-model-repository"),
-        http_port=_free_port(),
-        grpc_port=_free_port(),
-        metrics_port=_free_port(),
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
         max_batch_size=4,
         max_queue_size=8,
         context_window=512,

@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,17 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from serving.launch import child_pids, rss_kib, stub_pids, wait_ready
+from serving.launch import child_pids, free_port, rss_kib, stub_pids, wait_ready
+from tests.servers import RunningServer
 from wingpt.settings import ServerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, every_s: float = 0.1) -> bool:
@@ -54,24 +50,10 @@ SMALL = {
 }
 
 
-@dataclass
-class OwnServer:
-    """`python -m serving serve` (the supervisor and the tritonserver it runs) on free ports."""
-
-    settings: ServerSettings
-    process: subprocess.Popen  # the supervisor
-    log_path: Path
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.settings.grpc_port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.metrics_port}/metrics"
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
+@dataclass(frozen=True)
+class OwnServer(RunningServer):
+    """`python -m serving serve` (the supervisor and the tritonserver it runs) on free ports;
+    `process` is the supervisor."""
 
     def server_pid(self) -> int | None:
         """The tritonserver process the supervisor runs now (it changes when it restarts it)."""

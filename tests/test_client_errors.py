@@ -27,15 +27,13 @@ from wingpt_client import (
     WingptClientError,
 )
 
+from serving.launch import free_port
+
 pytestmark = pytest.mark.server
 
 QUESTION = "孩子咳嗽三天了，晚上咳得厉害怎么办？"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _shutdown(*sockets: socket.socket) -> None:
@@ -50,7 +48,7 @@ class TcpForwarder:
     def __init__(self, target: str) -> None:
         host, port = target.rsplit(":", 1)
         self.target = (host, int(port))
-        self.port = _free_port()
+        self.port = free_port()
         self.accepted = 0
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -196,7 +194,7 @@ def test_overloaded_when_the_engine_queue_is_full(idle_server):
 
 
 def test_unreachable_server_is_unavailable_after_the_retries(triton_server):
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     with WingptClient(f"127.0.0.1:{port}", retries=2, retry_backoff_s=0.2) as dead:
         start = time.monotonic()
         with pytest.raises(UnavailableError, match="failed to connect"):

@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import datetime
 import ipaddress
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from wingpt_client import AsyncWingptClient, InvalidRequestError, UnavailableError, WingptClient
 
-from serving.launch import find_triton, prepare_backends, server_command, server_env, wait_ready
+from serving.launch import find_triton, free_port, prepare_backends, server_command, server_env, wait_ready
 
 pytestmark = pytest.mark.server
 
@@ -33,10 +32,6 @@ GREEDY = {"temperature": 0.0, "max_tokens": 8}
 TOKEN_KEY, TOKEN = "wingpt-token", "s3cret-for-tests"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _key_and_cert(name: str, issuer: tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None, *,
@@ -101,7 +96,7 @@ def secure_servers(triton_server, certs, tmp_path_factory) -> Iterator[SecureSer
     for name, flags in variants.items():
         work = tmp_path_factory.mktemp(f"triton-{name}")
         settings = dataclasses.replace(
-            triton_server.settings, http_port=_free_port(), grpc_port=_free_port(), metrics_port=_free_port())
+            triton_server.settings, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
         command = server_command(dist, prepare_backends(dist, work), Path(settings.repo_dir), settings) + flags
         log = open(work / "tritonserver.log", "wb")  # noqa: SIM115 - handed to the child process
         process = subprocess.Popen(command, env=server_env(dist), stdout=log, stderr=subprocess.STDOUT,

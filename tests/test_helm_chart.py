@@ -13,7 +13,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from serving.launch import free_port
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install -r requirements/helm.txt")
 
@@ -588,10 +589,6 @@ def test_wrong_values_are_rejected_with_a_message_that_says_what_to_change(sets:
 # --- the real server with the rendered arguments ----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_certificates(directory: Path) -> None:

@@ -12,13 +12,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from wingpt_client import SamplingOptions, WingptClient
+from wingpt_client import WingptClient
 
 from loadtest import run, sweep
 from loadtest.metrics import RequestRecord
-from loadtest.servers import free_port
-from loadtest.targets import Generation
 from loadtest.workloads import build_workload
+from serving.launch import free_port
 
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,11 +54,6 @@ def test_sweep_says_what_it_cannot_do(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "exactly one of" in capsys.readouterr().err
     assert sweep.main(["--url", f"127.0.0.1:{free_port()}", "--requests-per-level", "1", "--out", str(tmp_path)]) == 3
     assert "cannot be used" in capsys.readouterr().err
-    if "end_id" in SamplingOptions.__annotations__:  # a client that exposes end_id: TensorRT-LLM's ignore-EOS
-        assert Generation(ignore_eos=True).triton_options()["end_id"] == -1
-    else:
-        with pytest.raises(ValueError, match="no end_id option"):
-            Generation(ignore_eos=True).triton_options()
 
 
 def test_headless_locust_run_writes_every_report_file(triton_server, tmp_path: Path) -> None:

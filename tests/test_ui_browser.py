@@ -22,6 +22,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from test_client_errors import TcpForwarder, metric, wait_until
 from wingpt_client import WingptClient
 
+from serving.launch import free_port
 from ui import text
 from wingpt.safety import DISCLAIMER
 from wingpt.sampling import SamplingParams
@@ -41,12 +42,6 @@ BOT = "#chat [data-testid='bot']"
 USER = "#chat [data-testid='user']"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -63,7 +58,7 @@ class RunningUi:
 def ui(triton_server) -> Iterator[RunningUi]:
     gateway = TcpForwarder(triton_server.grpc_url)
     gateway.open()
-    port = _free_port()
+    port = free_port()
     OUTPUT.mkdir(exist_ok=True)
     log_path = OUTPUT / "ui.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "client")])}
