@@ -276,7 +276,7 @@ def _wait_http(url: str, process: subprocess.Popen, timeout_s: float = 600) -> N
 
 def run_serving_part(model_dir: Path, out: Path, report: dict, levels: tuple[int, ...]) -> None:
     from serving.__main__ import render_from_settings
-    from serving.launch import start_server, wait_ready
+    from serving.launch import start_server, stop_server, wait_ready
     from wingpt.settings import ServerSettings
 
     settings = ServerSettings.from_env(
@@ -308,8 +308,7 @@ def run_serving_part(model_dir: Path, out: Path, report: dict, levels: tuple[int
                 summary = run_sweep(config, long, out, f"triton_long_c{c}")
                 report["triton_long_prompt"][str(c)] = summary["levels"][str(c)]
     finally:
-        process.terminate()
-        process.wait(120)
+        stop_server(process, timeout_s=120)
         log = (out / "tritonserver.log").read_text(encoding="utf-8", errors="replace").splitlines()
         report["triton_log_errors"] = [line for line in log if line[:1] == "E" or "Error" in line][-20:]
 

@@ -13,17 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from serving.__main__ import render_from_settings
-from serving.launch import free_port, start_server, wait_ready
+from serving.launch import free_port, start_server, stop_server, wait_ready
 from wingpt.settings import ServerSettings
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @contextlib.contextmanager
@@ -38,7 +29,7 @@ def local_triton(work_dir: Path) -> Iterator[str]:
         wait_ready(settings, process, timeout_s=300)
         yield f"127.0.0.1:{settings.grpc_port}"
     finally:
-        _stop(process)
+        stop_server(process)
 
 
 @contextlib.contextmanager
@@ -47,7 +38,8 @@ def local_seed_baseline(work_dir: Path, device: str = "cpu") -> Iterator[str]:
     port = free_port()
     log = (work_dir / "seed-baseline.log").open("ab")
     process = subprocess.Popen([sys.executable, "-m", "loadtest.baselines.seed_server", "--device", device,
-                                "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+                                "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
@@ -63,5 +55,5 @@ def local_seed_baseline(work_dir: Path, device: str = "cpu") -> Iterator[str]:
                 time.sleep(0.5)
         yield base + "/v1"
     finally:
-        _stop(process)
+        stop_server(process)
         log.close()

@@ -18,7 +18,7 @@ import torch
 
 from serving.__main__ import render_from_settings
 from serving.ensemble_calls import EnsembleStream, chat_inputs
-from serving.launch import start_server, wait_ready
+from serving.launch import start_server, stop_server, wait_ready
 from wingpt.chat_template import build_prompt_ids, parse_messages
 from wingpt.engine.checkpoint import load_model
 from wingpt.engine.embedded import ensure_embedded_model
@@ -80,8 +80,7 @@ def _through_triton(settings: ServerSettings) -> tuple[list[float], list[float]]
                 tpot.append((result.arrivals[-1] - result.arrivals[0]) / max(1, len(result.arrivals) - 1))
         return ttft, tpot
     finally:
-        process.terminate()
-        process.wait(timeout=60)
+        stop_server(process)
 
 
 def main() -> None:

@@ -121,6 +121,18 @@ def start_server(repo: Path, settings: ServerSettings, log_path: Path | None = N
     )
 
 
+def stop_server(process: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """SIGTERM, up to `timeout_s` for Triton's own drain, then SIGKILL to the whole process group: a
+    tritonserver killed alone leaves its python backend stubs running (they hold memory and ports)."""
+    if timeout_s > 0:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=timeout_s)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # start_server gives the server its own process group
+    process.wait()
+
+
 def wait_ready(settings: ServerSettings, process: subprocess.Popen, timeout_s: float = 300.0) -> None:
     """Block until Triton's HTTP readiness endpoint says every model is loaded."""
     url = f"http://{settings.host}:{settings.http_port}/v2/health/ready"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from wingpt_client import AsyncWingptClient, WingptClientError
 
-from serving.launch import child_pids, rss_kib, start_server, wait_ready
+from serving.launch import child_pids, rss_kib, start_server, stop_server, wait_ready
 from wingpt.settings import ServerSettings
 
 QUESTIONS = [
@@ -107,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         rss_end = rss()
     finally:
         if process is not None:
-            process.terminate()
-            process.wait(timeout=120)
+            stop_server(process, timeout_s=120)
 
     tenth = args.duration_s / 10
     first = [total for start, _, total in results.done if start < tenth]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from serving.__main__ import render_from_settings
-from serving.launch import free_port, start_server, wait_ready
+from serving.launch import free_port, start_server, stop_server, wait_ready
 from tests.servers import RunningServer
 from wingpt.safety.rules import DEFAULT_RULES
 from wingpt.settings import ServerSettings
@@ -50,8 +49,4 @@ def triton_server() -> Iterator[RunningServer]:
         wait_ready(settings, process, timeout_s=240)
         yield RunningServer(settings, process, log_path)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_server(process)

@@ -26,6 +26,7 @@ from wingpt_client import (
     WingptClient,
     WingptClientError,
 )
+from wingpt_client.errors import error_from_message
 
 from serving.launch import free_port
 
@@ -147,6 +148,12 @@ def idle_server(triton_server):
 def test_every_error_is_a_wingpt_client_error():
     for cls in (InvalidRequestError, OverloadedError, UnavailableError, DeadlineExceededError, CancelledError):
         assert issubclass(cls, WingptClientError)
+
+
+def test_a_dead_model_process_is_unavailable_so_callers_retry_after_the_restart():
+    """Triton's python backend says this when a model's process died (the supervisor restarts the server)."""
+    error = error_from_message("in ensemble 'ensemble', Stub process 'torch_llm_0_0' is not healthy.", "id-1")
+    assert isinstance(error, UnavailableError) and error.request_id == "id-1"
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from wingpt_client import AsyncWingptClient, InvalidRequestError, UnavailableError, WingptClient
 
-from serving.launch import find_triton, free_port, prepare_backends, server_command, server_env, wait_ready
+from serving.launch import find_triton, free_port, prepare_backends, server_command, server_env, stop_server, wait_ready
 
 pytestmark = pytest.mark.server
 
@@ -108,8 +108,7 @@ def secure_servers(triton_server, certs, tmp_path_factory) -> Iterator[SecureSer
         yield SecureServers(*(f"127.0.0.1:{started[n][0].grpc_port}" for n in ("tls", "mtls")))
     finally:
         for _, process, log in started.values():
-            process.kill()  # nothing to drain: these servers only answer this module's short requests
-            process.wait(timeout=60)
+            stop_server(process, timeout_s=0)  # nothing to drain: only this module's short requests
             log.close()
 
 

@@ -77,10 +77,16 @@ _BY_STATUS: dict[grpc.StatusCode, type[WingptClientError]] = {
 }
 
 
+# Triton's python backend when a model's process has died (`python -m serving serve` restarts the server).
+_DEAD_MODEL_PROCESS = "is not healthy"
+
+
 def error_from_message(message: str, request_id: str | None = None) -> WingptClientError:
     """An error that arrived inside the stream (the RPC itself succeeded)."""
     match = _STATUS_WORD.search(message)
     if match is None:
+        if _DEAD_MODEL_PROCESS in message:  # the engine's process died; the server is being restarted
+            return UnavailableError(message, request_id=request_id)
         return WingptClientError(message, request_id=request_id)
     word, text = match.group(1), message[match.end():]
     if word == "INVALID_ARGUMENT":
