@@ -76,7 +76,9 @@ class TestHistory:
     def test_current_events_are_not_taken_for_history(self, assessor: TriageAssessor, text: str) -> None:
         assert categories(assessor, text), text
 
-    @pytest.mark.parametrize("text", ["心梗有什么症状", "中风的前兆有哪些", "脑梗怎么预防"])
+    @pytest.mark.parametrize("text", ["心梗有什么症状", "中风的前兆有哪些", "脑梗怎么预防",
+                                      "出现急性心肌梗死一般对身体带来哪些伤害",  # the seed's comparison question
+                                      "心梗会造成什么后果", "中风会导致哪些后遗症"])
     def test_general_questions_about_a_disease_stay_quiet(self, assessor: TriageAssessor, text: str) -> None:
         assert categories(assessor, text) == []
 
@@ -84,6 +86,7 @@ class TestHistory:
         assert categories(assessor, "我是不是心梗了") == ["chest_pain_acs"]
         assert categories(assessor, "我爸好像中风了") == ["stroke_signs"]
         assert categories(assessor, "我有胸痛的症状，还出冷汗") == ["chest_pain_acs"]
+        assert categories(assessor, "心梗会带来哪些伤害？我现在胸口剧痛出冷汗") == ["chest_pain_acs"]
 
     def test_self_harm_keeps_its_history(self, assessor: TriageAssessor) -> None:
         assert categories(assessor, "以前割过腕，最近又很难受") == ["suicide_self_harm"]
