@@ -26,7 +26,7 @@ def client(triton_server) -> WingptClient:
         yield c
 
 
-def test_streamed_deltas_join_to_the_non_streamed_answer_for_greedy(client):
+def test_chat_is_the_streamed_deltas_joined(client):
     whole = client.chat(QUESTION, **GREEDY)
     deltas = list(client.stream_chat(QUESTION, **GREEDY))
     assert whole

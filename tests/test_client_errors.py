@@ -262,13 +262,22 @@ def test_deadline_bounds_the_whole_answer_not_just_the_first_token(idle_server, 
     assert caught.value.code == "DEADLINE_EXCEEDED"
 
 
-def test_asyncio_deadline(idle_server):
+def test_a_chat_past_its_deadline_stops_generating_on_the_server(idle_server):
+    """`chat` streams underneath, so the deadline's cancellation reaches the engine (asyncio and sync)."""
+    url = idle_server.metrics_url
+
     async def ask():
         async with AsyncWingptClient(idle_server.grpc_url, timeout_s=0.3) as ac:
-            await ac.chat(QUESTION, max_tokens=128)
+            await ac.chat(QUESTION, max_tokens=200)
 
+    cancelled_before = engine_cancelled(url)
     with pytest.raises(DeadlineExceededError):
         asyncio.run(ask())
+    assert wait_until(lambda: engine_cancelled(url) == cancelled_before + 1, 15)
+    with WingptClient(idle_server.grpc_url, timeout_s=0.3, retries=0) as sync, pytest.raises(DeadlineExceededError):
+        sync.chat(QUESTION, max_tokens=200)
+    assert wait_until(lambda: engine_cancelled(url) == cancelled_before + 2, 15)
+    assert wait_until(lambda: active(url) == 0, 15)
 
 
 def engine_cancelled(metrics_url: str) -> float:
@@ -319,7 +328,7 @@ def test_cancelling_the_asyncio_task_cancels_the_request(idle_server):
             first = asyncio.Event()
 
             async def consume() -> None:
-                async for _ in ac.stream_chat(QUESTION, max_tokens=48):
+                async for _ in ac.stream_chat(QUESTION, max_tokens=200):
                     first.set()
 
             task = asyncio.create_task(consume())
@@ -328,7 +337,7 @@ def test_cancelling_the_asyncio_task_cancels_the_request(idle_server):
             with pytest.raises(asyncio.CancelledError):
                 await task
 
-            stream = ac.stream_chat(QUESTION, max_tokens=48)
+            stream = ac.stream_chat(QUESTION, max_tokens=200)
             await anext(stream)
             asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(stream.aclose()))
             with pytest.raises(CancelledError):

@@ -60,8 +60,10 @@ class AsyncWingptClient(ClientBase):
     async def chat(
         self, messages: Messages, *, timeout_s: float | None = None, **sampling: Unpack[SamplingOptions]
     ) -> str:
-        """The whole answer at once (the server sends it in one response)."""
-        async with AsyncChatStream(self, messages, False, timeout_s, sampling) as stream:
+        """The whole answer. It is streamed underneath and joined: a deadline, a closed client or a
+        cancelled call then stops the generation on the server at its next token, which a request for one
+        final response cannot (the engine would run it to max_tokens)."""
+        async with AsyncChatStream(self, messages, True, timeout_s, sampling) as stream:
             return "".join([delta async for delta in stream])
 
     def stream_chat(

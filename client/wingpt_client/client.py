@@ -58,8 +58,10 @@ class WingptClient(ClientBase):
         self._channel.close()
 
     def chat(self, messages: Messages, *, timeout_s: float | None = None, **sampling: Unpack[SamplingOptions]) -> str:
-        """The whole answer at once (the server sends it in one response)."""
-        with ChatStream(self, messages, False, timeout_s, sampling) as stream:
+        """The whole answer. It is streamed underneath and joined: a deadline, a closed client or a
+        cancelled call then stops the generation on the server at its next token, which a request for one
+        final response cannot (the engine would run it to max_tokens)."""
+        with ChatStream(self, messages, True, timeout_s, sampling) as stream:
             return "".join(stream)
 
     def stream_chat(
