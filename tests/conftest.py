@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from wingpt_client import WingptClient
 
 from serving.__main__ import render_from_settings
 from serving.launch import free_port, start_server, stop_server, wait_ready
@@ -50,3 +51,10 @@ def triton_server() -> Iterator[RunningServer]:
         yield RunningServer(settings, process, log_path)
     finally:
         stop_server(process)
+
+
+@pytest.fixture(scope="module")
+def client(triton_server: RunningServer) -> Iterator[WingptClient]:
+    """The product's client on the session server, one per test module (its channel is shared by threads)."""
+    with WingptClient(triton_server.grpc_url) as c:
+        yield c

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from wingpt_client import AsyncWingptClient, ClientConfig, Health, WingptClient
+from wingpt_client import AsyncWingptClient, ClientConfig, Health
 
 from wingpt.chat_template import parse_messages, render_text
 from wingpt.tokenizer import load_tokenizer
@@ -19,11 +19,6 @@ pytestmark = pytest.mark.server
 QUESTION = "宝宝15个月37.3度算发烧吗？"
 GREEDY = {"temperature": 0.0, "max_tokens": 12}
 
-
-@pytest.fixture(scope="module")
-def client(triton_server) -> WingptClient:
-    with WingptClient(triton_server.grpc_url) as c:
-        yield c
 
 
 def test_chat_is_the_streamed_deltas_joined(client):

@@ -109,11 +109,6 @@ def forwarder(triton_server) -> Iterator[TcpForwarder]:
     fwd.close()
 
 
-@pytest.fixture(scope="module")
-def client(triton_server) -> Iterator[WingptClient]:
-    with WingptClient(triton_server.grpc_url) as c:
-        yield c
-
 
 def metric(metrics_url: str, name: str, **labels: str) -> float:
     text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()

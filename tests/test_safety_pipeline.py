@@ -17,11 +17,6 @@ from wingpt.safety.rules import DEFAULT_RULES
 CHEST_PAIN = "我胸口剧痛，一直出冷汗，左臂发麻"
 
 
-@pytest.fixture(scope="module")
-def client(triton_server) -> Iterator[WingptClient]:
-    with WingptClient(triton_server.grpc_url, timeout_s=60) as c:
-        yield c
-
 
 def _first_delta_and_triage(client: WingptClient, messages, **sampling):
     """The triage as it stood when the first text delta arrived, and the whole answer."""

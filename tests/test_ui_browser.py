@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from test_client_errors import TcpForwarder, metric, wait_until
-from wingpt_client import WingptClient
 
 from serving.launch import free_port
 from ui import text
@@ -110,11 +109,6 @@ def page(ui, browser) -> Iterator[Page]:
     yield page
     context.close()
 
-
-@pytest.fixture(scope="module")
-def client(triton_server) -> Iterator[WingptClient]:
-    with WingptClient(triton_server.grpc_url) as c:
-        yield c
 
 
 def card_defaults(max_tokens: int = MAX_TOKENS) -> dict:
