@@ -108,9 +108,11 @@ def prompt_ids(prompt: Prompt) -> list[int]:
     return ids
 
 
-def engine_single_stream(model: torch.nn.Module, ids: list[int], runs: int = 3) -> dict:
-    """TTFT and TPOT of one request straight to the in-flight engine (no Triton), median of `runs`."""
-    engine = InflightBatchingEngine(model, max_batch_size=1, max_queue_size=1, max_seq_len=4096)
+def engine_single_stream(model: torch.nn.Module, ids: list[int], runs: int = 3, graph: bool = False) -> dict:
+    """TTFT and TPOT of one request straight to the in-flight engine (no Triton), median of `runs`;
+    `graph`: the engine's single-stream CUDA-graph decoding (WINGPT_CUDA_GRAPH, on by default)."""
+    engine = InflightBatchingEngine(model, max_batch_size=1, max_queue_size=1, max_seq_len=4096,
+                                    single_stream_graph=graph)
     engine.start()
     results = []
     try:
@@ -214,7 +216,8 @@ def run_engine_part(model_dir: Path, out: Path, report: dict) -> None:
         "tokens_per_s": bandwidth / weight_bytes,
     }
     ids = prompt_ids(build_workload("seed5", SHORT_PROMPT_TOKENS)[0])
-    report["engine_direct"] = engine_single_stream(model, ids)
+    report["engine_direct"] = engine_single_stream(model, ids, graph=True)
+    report["engine_direct_no_graph"] = engine_single_stream(model, ids, graph=False)
     report["decode_profile"] = profile_decode_step(model, ids)
     try:
         report["cuda_graph_decode"] = cuda_graph_decode(model, ids)
@@ -344,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.part == "graphs":
         model = load_model(model_dir, "cuda", torch.bfloat16)
         ids = prompt_ids(build_workload("seed5", SHORT_PROMPT_TOKENS)[0])
-        report["engine_direct"] = engine_single_stream(model, ids, runs=2)
+        report["engine_direct"] = engine_single_stream(model, ids, runs=2, graph=True)
+        report["engine_direct_no_graph"] = engine_single_stream(model, ids, runs=2, graph=False)
         report["cuda_graph_decode"] = cuda_graph_decode(model, ids)
     if args.part in ("all", "serving"):
         run_serving_part(model_dir, out, report, tuple(int(x) for x in args.levels.split(",")))

@@ -59,6 +59,7 @@ def parameters_for(settings: ServerSettings, model_dir: str, embedded: bool) -> 
         "model_dir": model_dir,
         "device": settings.device,
         "dtype": settings.resolved_dtype,
+        "cuda_graph": str(settings.cuda_graph),
         "instance_kind": "KIND_CPU" if settings.device == "cpu" else "KIND_GPU",
         "preprocessing_instances": "2",
         "embedded_default": "true" if embedded else "false",

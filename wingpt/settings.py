@@ -50,6 +50,8 @@ class ServerSettings:
     triage_handoff_dir: str = field(default="", metadata={
         "env": "WINGPT_TRIAGE_HANDOFF_DIR",
         "help": "where preprocessing leaves each request's triage for postprocessing; empty = /dev/shm/wingpt-triage"})
+    cuda_graph: int = field(default=1, metadata={
+        "env": "WINGPT_CUDA_GRAPH", "help": "1: a lone sequence decodes as a replayed CUDA graph (GPU torch engine)"})
     dtype: str = field(default="", metadata={"env": "WINGPT_DTYPE",
                                              "help": "float32 | bfloat16 | float16; empty = by target"})
     exit_timeout_s: int = field(default=30, metadata={"env": "TRITON_EXIT_TIMEOUT",
@@ -73,6 +75,8 @@ class ServerSettings:
             raise ValueError(f"WINGPT_TARGET must be one of {', '.join(TARGETS)}, got {self.target!r}")
         if not 0 < self.max_tokens_default <= self.max_tokens_limit < self.context_window:
             raise ValueError("need 0 < WINGPT_MAX_TOKENS_DEFAULT <= WINGPT_MAX_TOKENS_LIMIT < WINGPT_CONTEXT_WINDOW")
+        if self.cuda_graph not in (0, 1):
+            raise ValueError(f"WINGPT_CUDA_GRAPH must be 0 or 1, got {self.cuda_graph}")
         if self.max_batch_size < 1 or self.max_queue_size < 1:
             raise ValueError("WINGPT_MAX_BATCH_SIZE and WINGPT_MAX_QUEUE_SIZE must be >= 1")
         if self.dtype not in ("", "float32", "bfloat16", "float16"):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from wingpt.engine.graph_decode import SingleStreamGraph
 from wingpt.engine.kv_batch import concat_rows, keep_rows
 from wingpt.errors import InvalidRequest
 from wingpt.sampling import SamplingParams, apply_repetition_penalty, sample_next
@@ -69,6 +70,7 @@ class EngineStats:
     completed: int
     cancelled: int
     max_batch_size: int
+    single_stream_steps: int = 0  # decode steps run in the fixed-shape cache (a CUDA graph on GPUs)
 
 
 class InflightBatchingEngine:
@@ -82,6 +84,7 @@ class InflightBatchingEngine:
         max_queue_size: int,
         max_seq_len: int,
         max_prefill_tokens: int = 8192,
+        single_stream_graph: bool = False,
     ) -> None:
         self.model = model
         self.device = next(model.parameters()).device
@@ -101,6 +104,11 @@ class InflightBatchingEngine:
         self._cancelled = 0
         self._running = False
         self._thread: threading.Thread | None = None
+        # A lone sequence decodes in a fixed-shape cache, captured as a CUDA graph on a GPU (graph_decode.py).
+        self._graph = (SingleStreamGraph(model, max_seq_len, capture=self.device.type == "cuda")
+                       if single_stream_graph else None)
+        self._graph_active = False
+        self._single_stream_steps = 0
 
     # ----------------------------------------------------------------- public API (any thread)
     def start(self) -> None:
@@ -136,7 +144,7 @@ class InflightBatchingEngine:
     def stats(self) -> EngineStats:
         with self._lock:
             return EngineStats(len(self._rows), len(self._waiting), self._completed, self._cancelled,
-                               self.max_batch_size)
+                               self.max_batch_size, self._single_stream_steps)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop the loop; requests still running or waiting end with EngineStopped."""
@@ -219,6 +227,7 @@ class InflightBatchingEngine:
         seen = torch.zeros(len(new), self.vocab, dtype=torch.bool, device=self.device)
         seen.scatter_(1, ids, mask.bool())
         rows = [_Row(r, generator=self._generator(r.sampling)) for r in new]
+        self._leave_graph()
         if self._cache is None or not self._rows:
             self._cache, self._mask, self._seen = cache, mask, seen
             self._rows = rows
@@ -231,12 +240,31 @@ class InflightBatchingEngine:
 
     @torch.inference_mode()
     def _decode_step(self) -> None:
+        if self._graph is not None and len(self._rows) == 1 and not self._waiting and self._graph_room():
+            if not self._graph_active:
+                self._graph.load(self._cache, self._mask[0])
+                self._graph_active = True
+            self._single_stream_steps += 1
+            self._sample_and_emit(self._graph.step(self._rows[0].generated[-1]), range(1))
+            return
+        self._leave_graph()
         last = torch.tensor([row.generated[-1] for row in self._rows], device=self.device).unsqueeze(1)
         positions = self._mask.sum(1, keepdim=True)
         self._mask = torch.cat([self._mask, torch.ones_like(last)], dim=1)
         out = self.model(input_ids=last, attention_mask=self._mask, position_ids=positions,
                          past_key_values=self._cache, use_cache=True)
         self._sample_and_emit(out.logits[:, -1, :], range(len(self._rows)))
+
+    def _graph_room(self) -> bool:
+        length = self._graph.length if self._graph_active else int(self._mask.shape[1])
+        return length < self._graph.max_len
+
+    def _leave_graph(self) -> None:
+        """Back to the batch cache: another request is joining, or the sequence no longer fits."""
+        if self._graph_active:
+            self._graph_active = False
+            if self._rows:
+                self._cache, self._mask = self._graph.unload()
 
     def _generator(self, sampling: SamplingParams) -> torch.Generator | None:
         if sampling.greedy or sampling.seed is None:
@@ -273,6 +301,7 @@ class InflightBatchingEngine:
         with self._lock:
             self._rows = [self._rows[i] for i in keep]
         if not keep:
+            self._graph_active = False
             self._cache, self._mask = None, self._mask[:0, :0]
             self._seen = self._seen[:0]
             return

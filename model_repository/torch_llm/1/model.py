@@ -54,6 +54,7 @@ class TritonPythonModel:
             max_batch_size=int(params["max_batch_size"]),
             max_queue_size=int(params["max_queue_size"]),
             max_seq_len=int(params["context_window"]),
+            single_stream_graph=device == "cuda" and params["cuda_graph"] == "1",
         )
         self._metrics = pb_utils.MetricFamily(
             name="nv_trt_llm_request_metrics",
