@@ -204,9 +204,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--answer-max-tokens", type=int, default=0, help="default: --max-tokens")
     p.add_argument("--prompt-tokens", type=int, default=0)
     p.add_argument("--timeout-s", type=float, default=300.0)
-    p.add_argument("--slo-ttft-ms", type=float)
-    p.add_argument("--slo-tpot-ms", type=float)
-    p.add_argument("--slo-attainment", type=float)
+    Slo.add_flags(p)
     p.add_argument("--patients", type=int, default=500)
     p.add_argument("--out", default="build/compare")
     args = p.parse_args(argv)
@@ -218,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     try:
-        slo = Slo.from_env(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms, attainment=args.slo_attainment)
+        slo = Slo.from_args(args)
         extra = [parse_baseline(s) for s in [*args.baseline, *os.environ.get("LOADTEST_BASELINES", "").split()]]
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

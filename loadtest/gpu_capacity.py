@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -34,12 +35,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+import transformers
 
 from loadtest.metrics import Slo, summarize_levels
 from loadtest.sweep import SweepConfig, format_table, summary_document, sweep
 from loadtest.workloads import Prompt, build_workload
 from wingpt.chat_template import build_prompt_ids, parse_messages
 from wingpt.engine.checkpoint import load_model, qwen_v1_config, write_random_weights_checkpoint
+from wingpt.engine.graph_decode import SingleStreamGraph
 from wingpt.engine.inflight import GenerationRequest, InflightBatchingEngine
 from wingpt.sampling import resolve_sampling
 from wingpt.tokenizer import PADDED_VOCAB_SIZE, load_tokenizer
@@ -175,32 +178,19 @@ def profile_decode_step(model: torch.nn.Module, ids: list[int], steps: int = 32)
 
 @torch.inference_mode()
 def cuda_graph_decode(model: torch.nn.Module, ids: list[int], steps: int = 64) -> dict:
-    """What closing the host overhead would give: the same model, one stream, decode steps replayed as
-    one CUDA graph over a static KV cache (what the in-flight engine does not do: its shared cache
-    changes shape at every step and every join)."""
-    from transformers import StaticCache
+    """The engine's single-stream graph (wingpt/engine/graph_decode.py) replayed alone, greedy, without the
+    engine around it: the floor the engine's single-stream decoding can reach."""
+    from transformers import DynamicCache
 
-    cache = StaticCache(config=model.config, max_cache_len=len(ids) + steps + 8)
+    graph = SingleStreamGraph(model, max_len=len(ids) + steps + 8, capture=True)
+    cache = DynamicCache()
     prompt = torch.tensor([ids], device="cuda")
-    logits = model(prompt, past_key_values=cache, cache_position=torch.arange(len(ids), device="cuda")).logits
-    token = logits[:, -1:].argmax(-1)
-    position = torch.tensor([len(ids)], device="cuda")
-    static_token, static_position = token.clone(), position.clone()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):  # warm-up on a side stream before capture, as CUDA graphs require
-            model(static_token, past_key_values=cache, cache_position=static_position)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_logits = model(static_token, past_key_values=cache, cache_position=static_position).logits
+    token = int(model(prompt, past_key_values=cache, use_cache=True).logits[0, -1].argmax())
+    graph.load(cache, torch.ones(len(ids), dtype=torch.long, device="cuda"))
     torch.cuda.synchronize()
     t0 = time.perf_counter()
-    for step in range(steps):
-        static_position.fill_(len(ids) + step)
-        graph.replay()
-        static_token.copy_(static_logits[:, -1:].argmax(-1))
+    for _ in range(steps):
+        token = int(graph.step(token)[0].argmax())
     torch.cuda.synchronize()
     return {"tpot_ms": (time.perf_counter() - t0) * 1000 / steps, "steps": steps}
 
@@ -320,7 +310,7 @@ def machine() -> dict:
     smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
                          capture_output=True, text=True).stdout.strip()
     return {"gpu": smi, "torch": torch.__version__, "python": platform.python_version(),
-            "transformers": __import__("transformers").__version__, "host_cpus": __import__("os").cpu_count()}
+            "transformers": transformers.__version__, "host_cpus": os.cpu_count()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ so a stub server in another process can be checked against what a client recorde
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
 import os
@@ -128,6 +129,18 @@ class Slo:
         if slo.ttft_ms <= 0 or slo.tpot_ms <= 0 or not 0 < slo.attainment <= 1:
             raise ValueError(f"SLO needs ttft_ms > 0, tpot_ms > 0 and 0 < attainment <= 1, got {slo}")
         return slo
+
+    @staticmethod
+    def add_flags(parser: argparse.ArgumentParser) -> None:
+        """The SLO flags every loadtest command takes; `from_args` reads them (env fills what is left)."""
+        parser.add_argument("--slo-ttft-ms", type=float, help="default 1000 (or LOADTEST_SLO_TTFT_MS)")
+        parser.add_argument("--slo-tpot-ms", type=float, help="default 50 (or LOADTEST_SLO_TPOT_MS)")
+        parser.add_argument("--slo-attainment", type=float,
+                            help="share of requests that must meet the SLO; default 0.95 (or LOADTEST_SLO_ATTAINMENT)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Slo:
+        return cls.from_env(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms, attainment=args.slo_attainment)
 
     def met_by(self, record: RequestRecord) -> bool:
         ttft, tpot = record.ttft_s, record.tpot_s

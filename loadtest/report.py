@@ -180,15 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="directory holding requests.jsonl")
     p.add_argument("--label", default="", help="system name (default: the records' target)")
-    p.add_argument("--slo-ttft-ms", type=float)
-    p.add_argument("--slo-tpot-ms", type=float)
-    p.add_argument("--slo-attainment", type=float)
+    Slo.add_flags(p)
     p.add_argument("--patients", type=int, default=500)
     p.add_argument("--command", default="", help="the command that made the run, shown in the report")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     run_dir = Path(args.run_dir)
     try:
-        slo = Slo.from_env(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms, attainment=args.slo_attainment)
+        slo = Slo.from_args(args)
         records = load_records(run_dir / "requests.jsonl")
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

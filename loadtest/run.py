@@ -64,9 +64,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--prompt-tokens", type=int, default=0)
     p.add_argument("--ignore-eos", action="store_true")
     p.add_argument("--timeout-s", type=float, default=120.0)
-    p.add_argument("--slo-ttft-ms", type=float)
-    p.add_argument("--slo-tpot-ms", type=float)
-    p.add_argument("--slo-attainment", type=float)
+    Slo.add_flags(p)
     p.add_argument("--patients", type=int, default=500)
     p.add_argument("--out", default="build/loadtest")
     return p.parse_args(argv)
@@ -79,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "requests.jsonl").unlink(missing_ok=True)
     try:
-        slo = Slo.from_env(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms, attainment=args.slo_attainment)
+        slo = Slo.from_args(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -221,9 +221,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="ask for exactly --max-tokens tokens (openai: ignore_eos/min_tokens; triton: end_id=-1 "
                         "where the client exposes end_id)")
     p.add_argument("--timeout-s", type=float, default=600.0, help="per-request deadline")
-    p.add_argument("--slo-ttft-ms", type=float, help="default 1000 (or LOADTEST_SLO_TTFT_MS)")
-    p.add_argument("--slo-tpot-ms", type=float, help="default 50 (or LOADTEST_SLO_TPOT_MS)")
-    p.add_argument("--slo-attainment", type=float, help="share of requests that must meet the SLO; default 0.95")
+    Slo.add_flags(p)
     p.add_argument("--patients", type=int, default=500, help="concurrent patients for the planner line")
     p.add_argument("--out", default="build/loadtest-sweep", help="directory for summary.json and requests.jsonl")
     return p.parse_args(argv)
@@ -238,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_tokens=args.max_tokens, prompt_tokens=args.prompt_tokens, temperature=args.temperature,
             ignore_eos=args.ignore_eos, model=args.model, api_key_env=args.api_key_env, timeout_s=args.timeout_s,
             patients=args.patients, label=args.label)
-        slo = Slo.from_env(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms, attainment=args.slo_attainment)
+        slo = Slo.from_args(args)
         prompts = build_workload(config.workload, config.prompt_tokens)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -49,10 +49,6 @@ class SingleStreamGraph:
         with torch.cuda.graph(self.graph):
             self.logits = self._forward()
 
-    def fits(self) -> bool:
-        """Room for one more token."""
-        return self.length < self.max_len
-
     @torch.inference_mode()
     def load(self, cache: DynamicCache, mask_row: torch.Tensor) -> None:
         """Take over the one row of the batch's cache (its left padding dropped)."""
@@ -61,7 +57,7 @@ class SingleStreamGraph:
         for static, layer in zip(self.cache.layers, cache.layers, strict=True):
             static.keys[:, :, :real].copy_(layer.keys[:, :, pad:])
             static.values[:, :, :real].copy_(layer.values[:, :, pad:])
-            if hasattr(static, "cumulative_length"):
+            if hasattr(static, "cumulative_length"):  # transformers >= 5.2x writes at this counter, not cache_position
                 static.cumulative_length.fill_(real)
         self.length = real
 
