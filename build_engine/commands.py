@@ -94,7 +94,7 @@ def render_step(b: Build) -> Step:
     for key, value in values.items():
         argv += ["--set", f"{key}={value}"]
     return Step("render the Triton model repository for this engine",
-                "the tensorrt_llm model points at the engine, pre/postprocessing at the checkpoint's tokenizer",
+                "the tensorrt_llm model points at the engine, the orchestrator at the checkpoint's tokenizer",
                 tuple(argv))
 
 

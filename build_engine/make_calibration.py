@@ -1,7 +1,7 @@
 """Regenerate the shipped calibration set: `python -m build_engine.make_calibration [--check]`.
 
 Every prompt is rendered by `wingpt.chat_template.render_text`, the same function the server's
-preprocessing uses, so calibration sees exactly the token patterns production will.
+orchestrator uses, so calibration sees exactly the token patterns production will.
 """
 
 from __future__ import annotations

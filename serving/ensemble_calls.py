@@ -59,13 +59,15 @@ class StreamResult:
 class EnsembleStream:
     """One gRPC stream carrying one request, read response by response."""
 
-    def __init__(self, url: str, inputs: dict[str, Any]) -> None:
+    def __init__(self, url: str, inputs: dict[str, Any], request_id: str | None = "") -> None:
+        """`request_id` "" sends a fresh unique id, None none at all (as plain clients do), else that id."""
         self.client = grpcclient.InferenceServerClient(url)
         self.responses: queue.Queue = queue.Queue()
         self.client.start_stream(callback=lambda result, error: self.responses.put((result, error)))
         self.client.async_stream_infer(
             "ensemble", [_input(k, v) for k, v in inputs.items()],
-            request_id=uuid.uuid4().hex, enable_empty_final_response=True,
+            request_id=uuid.uuid4().hex if request_id == "" else (request_id or ""),
+            enable_empty_final_response=True,
         )
         self.result = StreamResult()
         self.done = False
@@ -99,8 +101,8 @@ class EnsembleStream:
         self.client.close()
 
 
-def call(url: str, **inputs: Any) -> StreamResult:
-    stream = EnsembleStream(url, inputs)
+def call(url: str, request_id: str | None = "", **inputs: Any) -> StreamResult:
+    stream = EnsembleStream(url, inputs, request_id)
     try:
         return stream.read()
     finally:

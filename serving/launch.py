@@ -219,8 +219,8 @@ class Supervisor:
     server that cannot start is left to the process manager instead of looping.
 
     SIGTERM is not passed straight on: once tritonserver is stopping, Triton 2.51 refuses every new
-    step request, and a streamed answer needs one postprocessing step per token, so a running
-    stream would stall until the exit timeout. The supervisor first waits (up to
+    inference request, including the orchestrator's engine request for a chat that has just arrived,
+    so answers in progress are let finish first. The supervisor first waits (up to
     TRITON_EXIT_TIMEOUT) until the engine has no running or waiting request, then stops Triton.
     """
 

@@ -11,12 +11,11 @@ import shutil
 import string
 from pathlib import Path
 
-from wingpt.safety import handoff
 from wingpt.safety.disclaimer import DISCLAIMER
 from wingpt.settings import ServerSettings
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "model_repository"
-COMMON_MODELS = ("ensemble", "preprocessing", "postprocessing")
+COMMON_MODELS = ("ensemble",)  # the BLS orchestrator; the engine model is added per target
 ENGINE_MODEL = {"cpu": "torch_llm", "gpu-torch": "torch_llm", "gpu-trtllm": "tensorrt_llm"}
 TRTLLM_DEFAULTS = {
     "engine_dir": "",
@@ -55,13 +54,12 @@ def parameters_for(settings: ServerSettings, model_dir: str, embedded: bool) -> 
         "tokenizer_dir": model_dir,
         "safety_rules": _pbtxt_string(settings.safety_rules),
         "disclaimer": _pbtxt_string(DISCLAIMER),
-        "triage_handoff_dir": _pbtxt_string(settings.triage_handoff_dir or str(handoff.DEFAULT_DIR)),
+        "cancel_check_period_ms": str(settings.cancel_check_period_ms),
         "model_dir": model_dir,
         "device": settings.device,
         "dtype": settings.resolved_dtype,
         "cuda_graph": str(settings.cuda_graph),
         "instance_kind": "KIND_CPU" if settings.device == "cpu" else "KIND_GPU",
-        "preprocessing_instances": "2",
         "embedded_default": "true" if embedded else "false",
         "model_note": note,
         **(TRTLLM_DEFAULTS if settings.target == "gpu-trtllm" else {}),

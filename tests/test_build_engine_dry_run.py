@@ -273,7 +273,7 @@ def test_render_step_produces_configs_triton_parses(tmp_path, ckpt_14b):
     assert done.returncode == 0, done.stderr
     configs = {p.parent.name: text_format.Parse(p.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
                for p in b.repo_dir.glob("*/config.pbtxt")}
-    assert set(configs) == {"ensemble", "preprocessing", "tensorrt_llm", "postprocessing"}
+    assert set(configs) == {"ensemble", "tensorrt_llm"}
     engine = configs["tensorrt_llm"]
     assert engine.backend == "tensorrtllm" and engine.max_batch_size == 32
     assert engine.model_transaction_policy.decoupled
@@ -281,5 +281,6 @@ def test_render_step_produces_configs_triton_parses(tmp_path, ckpt_14b):
     assert params["gpt_model_path"] == str(b.engine_dir.resolve())
     assert params["gpt_model_type"] == "inflight_fused_batching"
     assert params["enable_kv_cache_reuse"] == "true" and params["batch_scheduler_policy"] == "guaranteed_no_evict"
-    pre = {k: v.string_value for k, v in configs["preprocessing"].parameters.items()}
-    assert pre["tokenizer_dir"] == str(ckpt_14b.resolve()) and pre["context_window"] == "2048"
+    orchestrator = {k: v.string_value for k, v in configs["ensemble"].parameters.items()}
+    assert orchestrator["engine_model"] == "tensorrt_llm"
+    assert orchestrator["tokenizer_dir"] == str(ckpt_14b.resolve()) and orchestrator["context_window"] == "2048"

@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wingpt.detokenizer import StreamDetokenizer, StreamStore, decode_all
+from wingpt.detokenizer import StreamDetokenizer, decode_all
 from wingpt.tokenizer import load_tokenizer
 
 TOK = load_tokenizer(None)
@@ -45,20 +45,9 @@ def test_a_character_split_across_tokens_is_held_back_not_garbled() -> None:
     assert [detok.feed([i]) for i in ids] == ["頭", "", "暈"]
 
 
-def test_end_of_text_ends_the_stream_and_is_not_shown() -> None:
-    store = StreamStore(TOK)
+def test_special_tokens_such_as_end_of_text_are_not_shown() -> None:
     ids = TOK.encode("发烧了", allow_special=False)
-    assert store.feed("r1", ids[:1], now=0.0) + store.feed("r1", [*ids[1:], TOK.end_id], now=1.0) == "发烧了"
-    assert len(store) == 0
+    detok = StreamDetokenizer(TOK)
+    assert detok.feed(ids[:1]) + detok.feed([*ids[1:], TOK.end_id]) + detok.finish() == "发烧了"
 
 
-def test_streams_are_kept_apart_and_abandoned_ones_expire() -> None:
-    store = StreamStore(TOK, ttl_s=10)
-    a, b = TOK.encode("頭暈", allow_special=False), TOK.encode("暈倒", allow_special=False)
-    out_a = store.feed("a", a[:2], now=0.0)
-    out_b = store.feed("b", b[:1], now=1.0)
-    out_a += store.feed("a", a[2:], now=2.0)
-    assert out_a == "頭暈"
-    assert out_b == ""  # still waiting for the rest of 暈
-    store.feed("c", TOK.encode("好", allow_special=False), now=30.0)
-    assert len(store) == 1  # a and b expired, c is live

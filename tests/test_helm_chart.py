@@ -533,8 +533,7 @@ def test_serving_renders_a_repository_from_the_render_arguments(tmp_path: Path) 
     assert f'"gpt_model_path" value: {{ string_value: "{engine_dir()}/engine" }}' in engine_config
     assert "max_batch_size: 64" in engine_config
     assert "max_queue_size: 256" in engine_config
-    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["ensemble", "postprocessing", "preprocessing",
-                                                                     "tensorrt_llm"]
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["ensemble", "tensorrt_llm"]
 
 
 def test_notes_tell_the_next_commands(tmp_path: Path) -> None:

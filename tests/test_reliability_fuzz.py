@@ -1,7 +1,7 @@
 """Fuzzing of request parsing: in-process (thousands of cases) and through the real server.
 
 Every input either parses or is rejected with InvalidRequest naming its field; nothing else
-escapes (an uncaught exception in preprocessing would fail every request batched with it).
+escapes (an uncaught exception in the orchestrator would end the request with a vague INTERNAL error).
 """
 
 from __future__ import annotations

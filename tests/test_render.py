@@ -23,11 +23,12 @@ def test_every_rendered_config_parses_as_a_triton_model_config(tmp_path: Path, t
     configs = {}
     for path in repo.glob("*/config.pbtxt"):
         configs[path.parent.name] = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-    assert set(configs) == {"ensemble", "preprocessing", "postprocessing", engine}
-    steps = [s.model_name for s in configs["ensemble"].ensemble_scheduling.step]
-    assert steps == ["preprocessing", engine, "postprocessing"]
-    assert configs["ensemble"].model_transaction_policy.decoupled
-    assert configs["preprocessing"].parameters["system_prompt"].string_value == '你是"分诊"助手\n请简短'
+    assert set(configs) == {"ensemble", engine}
+    orchestrator = configs["ensemble"]
+    assert orchestrator.backend == "python" and not orchestrator.HasField("ensemble_scheduling")
+    assert orchestrator.model_transaction_policy.decoupled
+    assert orchestrator.parameters["engine_model"].string_value == engine
+    assert orchestrator.parameters["system_prompt"].string_value == '你是"分诊"助手\n请简短'
     if target == "gpu-trtllm":
         trt = configs["tensorrt_llm"]
         assert trt.backend == "tensorrtllm"

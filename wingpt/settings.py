@@ -47,9 +47,9 @@ class ServerSettings:
                                                      "help": "preamble before the first turn (hospital policy)"})
     safety_rules: str = field(default="", metadata={
         "env": "WINGPT_SAFETY_RULES", "help": "triage red-flag rules (YAML, reloaded on change); empty = built-in"})
-    triage_handoff_dir: str = field(default="", metadata={
-        "env": "WINGPT_TRIAGE_HANDOFF_DIR",
-        "help": "where preprocessing leaves each request's triage for postprocessing; empty = /dev/shm/wingpt-triage"})
+    cancel_check_period_ms: int = field(default=100, metadata={
+        "env": "WINGPT_CANCEL_CHECK_PERIOD_MS",
+        "help": "how often the orchestrator looks for cancelled requests (a client's cancel, disconnect, deadline)"})
     cuda_graph: int = field(default=1, metadata={
         "env": "WINGPT_CUDA_GRAPH", "help": "1: a lone sequence decodes as a replayed CUDA graph (GPU torch engine)"})
     dtype: str = field(default="", metadata={"env": "WINGPT_DTYPE",

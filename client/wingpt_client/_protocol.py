@@ -117,7 +117,7 @@ class Triage:
 
 
 def new_request_id() -> str:
-    # The server's streaming detokenizer keys its state on this id: it must be unique per request.
+    # The server only echoes and logs it (it makes its own engine id); a unique one keeps log lines traceable.
     return uuid.uuid4().hex
 
 

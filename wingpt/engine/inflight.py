@@ -129,7 +129,8 @@ class InflightBatchingEngine:
         with self._lock:
             if not self._running:
                 raise EngineStopped("the engine is not running")
-            if len(self._waiting) >= self.max_queue_size:
+            # Free batch slots are taken at the next step: only requests beyond them are queued.
+            if len(self._waiting) >= self.max_queue_size + max(0, self.max_batch_size - len(self._rows)):
                 raise EngineOverloaded(
                     f"server overloaded: {len(self._waiting)} requests already waiting (max_queue_size)"
                 )

@@ -1,0 +1,240 @@
+"""`ensemble`: the BLS orchestrator that owns each chat request from arrival to its last response.
+
+Like NVIDIA's `tensorrt_llm_bls`, one decoupled Python model reads the request, calls the engine model
+over BLS and streams the answer back, with all of a request's state in local variables of the thread
+that serves it; unlike Triton's ensemble of preprocessing -> engine -> postprocessing, nothing ties a
+response to its stream by the client's request id, which may be missing or shared. Per request:
+
+1. read and validate the inputs, apply the WiNGPT2 template, tokenize (wingpt/orchestrator/chat_request.py);
+2. assess clinical red flags (wingpt/safety); a flagged streamed request gets the notice as its first
+   response, before any generated text; in notice-only mode (rules: continue_generation false) that is
+   the whole answer and the engine is not called;
+3. call the engine (torch_llm | tensorrt_llm, same tensors) under an id of the orchestrator's own;
+4. detokenize incrementally (never splitting a UTF-8 character) and send the text;
+5. a cancelled request (client cancel, disconnect, deadline) is found by one timer thread
+   (wingpt/orchestrator/cancel_watch.py) and its engine generation ended with the engine's `stop` input.
+
+The name `ensemble` and the inputs and outputs are those of tensorrtllm_backend's ensemble (plus
+`messages` and `triage`), so Triton's generate endpoint, tritonclient and client/ work unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from wingpt.detokenizer import StreamDetokenizer
+from wingpt.errors import InvalidRequest
+from wingpt.orchestrator.admission import OVERLOADED, Admission
+from wingpt.orchestrator.cancel_watch import CancelWatch
+from wingpt.orchestrator.chat_request import ChatRequest, Limits, read_chat_request
+from wingpt.orchestrator.engine_request import (
+    engine_inputs,
+    generated_tokens,
+    new_engine_id,
+    stop_inputs,
+)
+from wingpt.safety import RulesWatcher
+from wingpt.tokenizer import load_tokenizer
+from wingpt.triton_io import (
+    INTERNAL,
+    UNAVAILABLE,
+    error_response,
+    invalid,
+    optional_scalar,
+    optional_text,
+    optional_texts,
+    parameters,
+    tensor,
+)
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+log = logging.getLogger("ensemble")
+# TensorRT-LLM answers a full executor queue with this INTERNAL error; it is an overload like torch_llm's.
+TRTLLM_QUEUE_FULL = "Maximum queue size"
+
+
+class _Inputs:
+    """wingpt.orchestrator.chat_request.Inputs over a Triton request."""
+
+    def __init__(self, request: Any) -> None:
+        self._request = request
+
+    def scalar(self, name: str) -> Any:
+        return optional_scalar(self._request, name)
+
+    def text(self, name: str) -> str | None:
+        return optional_text(self._request, name)
+
+    def texts(self, name: str) -> list[str]:
+        return optional_texts(self._request, name)
+
+
+def _response(text: str, triage: str | None = None) -> pb_utils.InferenceResponse:
+    outputs = [tensor("text_output", [[text.encode("utf-8")]], np.object_)]
+    if triage is not None:
+        outputs.append(tensor("triage", [[triage.encode("utf-8")]], np.object_))
+    return pb_utils.InferenceResponse(output_tensors=outputs)
+
+
+def _public_error(message: str) -> pb_utils.InferenceResponse:
+    """An engine error as clients see it: the engine's own status word, an overload as an overload."""
+    if message.startswith("["):
+        kind, _, rest = message[1:].partition("] ")
+        if kind in (UNAVAILABLE, INTERNAL, "INVALID_ARGUMENT"):
+            return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+        message = rest or message
+    if TRTLLM_QUEUE_FULL in message:
+        return error_response(UNAVAILABLE, f"{OVERLOADED}: {message}")
+    return error_response(INTERNAL, f"generation failed: {message}")
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        params = parameters(args)
+        self.tok = load_tokenizer(params["tokenizer_dir"] or None)
+        self.limits = Limits(
+            context_window=int(params["context_window"]),
+            max_tokens_default=int(params["max_tokens_default"]),
+            max_tokens_limit=int(params["max_tokens_limit"]),
+            system_prompt=params.get("system_prompt", ""),
+        )
+        self.rules = RulesWatcher(params.get("safety_rules") or None)
+        self.engine_model = params["engine_model"]
+        # What the engine can run plus queue; one more request than that could only be refused by it.
+        capacity = int(params["max_batch_size"]) + int(params["max_queue_size"])
+        self.admission = Admission(capacity)
+        self.pool = ThreadPoolExecutor(max_workers=capacity, thread_name_prefix="request")
+        self.cancel_watch = CancelWatch(float(params["cancel_check_period_ms"]) / 1000)
+
+    def execute(self, requests: list) -> None:
+        """Hand each request to a thread of its own and return at once (decoupled: responses go
+        through each request's response sender)."""
+        for request in requests:
+            sender = request.get_response_sender()
+            if not self.admission.try_enter():
+                sender.send(error_response(UNAVAILABLE, f"{OVERLOADED}: {self.admission.capacity} requests "
+                                                        "in flight (max_batch_size + max_queue_size)"), flags=FINAL)
+                continue
+            self.pool.submit(self._serve, request, sender)
+        return None
+
+    def finalize(self) -> None:
+        self.cancel_watch.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ one request, on its own thread
+    def _serve(self, request: Any, sender: Any) -> None:
+        start = time.monotonic()
+        engine_id = new_engine_id()
+        summary: dict[str, Any] = {"finish": "error"}
+        try:
+            summary = self._answer(request, sender, engine_id)
+        except InvalidRequest as exc:
+            summary["finish"] = "invalid"
+            self._send_last(engine_id, sender, invalid(exc))
+        except Exception as exc:  # this request fails alone; the model keeps serving the others
+            log.exception("request failed")
+            self._send_last(engine_id, sender, error_response(INTERNAL, f"request failed: {type(exc).__name__}"))
+        finally:
+            self.admission.leave()
+            # Metadata only, never text: prompts and answers are patient data.
+            fields = " ".join(f"{k}={v}" for k, v in summary.items())
+            pb_utils.Logger.log_info(
+                f"request {request.request_id() or '-'}: engine_id={engine_id} {fields} "
+                f"total_ms={(time.monotonic() - start) * 1000:.0f}")
+
+    def _answer(self, request: Any, sender: Any, engine_id: str) -> dict[str, Any]:
+        chat = read_chat_request(_Inputs(request), self.tok, self.limits)
+        assessor = self.rules.assessor()
+        result = assessor.assess(chat.turns)
+        triage: str | None = result.to_json()
+        summary: dict[str, Any] = {"triage": result.level, "prompt_tokens": len(chat.prompt_ids)}
+        if result.flagged and not assessor.rules.continue_generation:
+            summary["finish"] = "notice_only"
+            self._send_last(engine_id, sender, _response("", triage))
+            return summary
+        if chat.stream and result.flagged:
+            sender.send(_response("", triage))  # the notice before any generated text
+            triage = None
+        cancelled = threading.Event()
+        self.cancel_watch.watch(engine_id, sender.is_cancelled, lambda: self._stop_engine(engine_id, cancelled))
+        return summary | self._generate(chat, engine_id, sender, triage, cancelled)
+
+    def _generate(self, chat: ChatRequest, engine_id: str, sender: Any, triage: str | None,
+                  cancelled: threading.Event) -> dict[str, Any]:
+        """Run the generation and send its text; `triage` (if not sent yet) rides on the first text."""
+        detok = StreamDetokenizer(self.tok)
+        engine_request = pb_utils.InferenceRequest(
+            model_name=self.engine_model,
+            request_id=engine_id,
+            requested_output_names=["output_ids", "sequence_length"],
+            inputs=[tensor(k, v, v.dtype) for k, v in engine_inputs(chat, self.tok, chat.stream).items()],
+        )
+        answer: list[str] = []
+        tokens = 0
+        first_text_ms = None
+        start = time.monotonic()
+        for response in engine_request.exec(decoupled=True):
+            if cancelled.is_set():
+                continue  # drain the engine's last response; the client is gone
+            if response.has_error():
+                self._send_last(engine_id, sender, _public_error(response.error().message()))
+                return {"output_tokens": tokens, "finish": "engine_error"}
+            new = generated_tokens(_as_numpy(response, "output_ids"), _as_numpy(response, "sequence_length"),
+                                   chat.end_id)
+            tokens += len(new)
+            text = detok.feed(new)
+            if not text:
+                continue
+            if first_text_ms is None:
+                first_text_ms = round((time.monotonic() - start) * 1000)
+            if chat.stream:
+                sender.send(_response(text, triage))
+                triage = None
+            else:
+                answer.append(text)
+        if cancelled.is_set():
+            self._send_last(engine_id, sender, None)
+            return {"output_tokens": tokens, "finish": "cancelled"}
+        answer.append(detok.finish())  # a streamed answer's `answer` holds only this tail
+        self._send_last(engine_id, sender, _response("".join(answer), triage))
+        finish = "length" if tokens >= chat.max_tokens else "stop"
+        return {"output_tokens": tokens, "finish": finish, "first_text_ms": first_text_ms}
+
+    def _send_last(self, engine_id: str, sender: Any, response: Any) -> None:
+        """The request's final response (None: only the final flag). Its cancellation watch ends first:
+        Triton frees the sender's state with the final response."""
+        self.cancel_watch.forget(engine_id)
+        try:
+            if response is None:
+                sender.send(flags=FINAL)
+            else:
+                sender.send(response, flags=FINAL)
+        except Exception:  # a cancelled request's client may be gone: nothing left to tell it
+            log.debug("final response not delivered", exc_info=True)
+
+    def _stop_engine(self, engine_id: str, cancelled: threading.Event) -> None:
+        """The client cancelled: end the engine's generation at its next step (the `stop` input of
+        tensorrt_llm, which torch_llm declares too), under the orchestrator's own id."""
+        cancelled.set()
+        stop = pb_utils.InferenceRequest(
+            model_name=self.engine_model, request_id=engine_id, requested_output_names=[],
+            inputs=[tensor(k, v, v.dtype) for k, v in stop_inputs().items()],
+        )
+        for response in stop.exec(decoupled=True):
+            if response.has_error():
+                log.warning("engine stop request failed: %s", response.error().message())
+
+
+def _as_numpy(response: Any, name: str) -> np.ndarray | None:
+    out = pb_utils.get_output_tensor_by_name(response, name)
+    return None if out is None else out.as_numpy()
+
+
