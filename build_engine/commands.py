@@ -60,7 +60,8 @@ def build_step(b: Build) -> Step:
         "--max_seq_len", str(b.max_seq_len), "--max_num_tokens", str(b.max_num_tokens),
         "--kv_cache_type", "paged", "--tokens_per_block", str(TOKENS_PER_BLOCK),
         "--gpt_attention_plugin", "auto", "--remove_input_padding", "enable", "--context_fmha", "enable",
-        "--use_paged_context_fmha", "enable",
+        # Said explicitly either way: the builder would switch it off with only a warning (sizing.kv_reuse_loss).
+        "--use_paged_context_fmha", "enable" if b.kv_reuse else "disable",
     ]
     if b.quant in FP8_QUANTS:
         # FP8 context attention reads the KV cache in FP8, so it is on only with an FP8 KV cache.
@@ -84,8 +85,9 @@ def render_step(b: Build) -> Step:
         "context_window": b.max_seq_len,
         "max_tokens_limit": b.max_seq_len // 2,
         "kv_cache_free_gpu_mem_fraction": s.kv_cache_free_gpu_mem_fraction,
-        "enable_kv_cache_reuse": "true",
-        "enable_chunked_context": "true",
+        # Off when the engine has no paged context FMHA, so the config says what the engine does.
+        "enable_kv_cache_reuse": str(b.kv_reuse).lower(),
+        "enable_chunked_context": str(b.kv_reuse).lower(),
         "batch_scheduler_policy": s.batch_scheduler_policy,
     }
     # --model-dir too: without it serving would generate its embedded smoke-test model

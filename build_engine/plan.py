@@ -19,12 +19,14 @@ from build_engine.models import SPECS, spec_by_name
 from build_engine.sizing import (
     DEFAULT_KV_FRACTION,
     KV_CACHES,
+    KV_REUSE_LOSS_EFFECT,
     QUANTS,
     TOKENS_PER_BLOCK,
     Capacity,
     capacity,
     check_context,
     default_max_num_tokens,
+    kv_reuse_loss,
     suggested_max_batch_size,
 )
 
@@ -68,6 +70,7 @@ def plan(args: argparse.Namespace) -> dict:
     advice = recommend(gpu, args.concurrency, caps, context)
     chosen = args.quant or advice.quant
     batch = suggested_max_batch_size(caps[chosen].sequences)
+    loss = kv_reuse_loss(chosen, args.kv_cache)
     return {
         "gpu": gpu.name, "gpu_memory_gib": round(gpu.memory_bytes / GIB, 2), "model": spec.name, "tp": tp,
         "context": context, "concurrency": args.concurrency, "kv_cache": args.kv_cache,
@@ -75,6 +78,7 @@ def plan(args: argparse.Namespace) -> dict:
         "options": {q: {**asdict(c), "speedup_vs_bf16": speedup_vs_bf16(q, args.concurrency)} for q, c in caps.items()},
         "recommended": advice.quant, "recommendation_fits": advice.fits, "reason": advice.reason,
         "chosen": chosen,
+        "kv_reuse_lost": f"{loss}, {KV_REUSE_LOSS_EFFECT}" if loss else "",
         "suggested": {"max_batch_size": batch, "max_seq_len": context,
                       "max_num_tokens": default_max_num_tokens(context, max(batch, 1))},
     }
@@ -108,8 +112,11 @@ def render(report: dict) -> str:
         f"max_num_tokens {s['max_num_tokens']}",
         f"build it: make engine MODEL_DIR=... QUANT={report['chosen']} TP={report['tp']} "
         f"MAX_BATCH_SIZE={s['max_batch_size']} MAX_SEQ_LEN={s['max_seq_len']}"
-        + ("" if report["kv_cache"] == "auto" else f" KV_CACHE={report['kv_cache']}"),
+        + ("" if report["kv_cache"] == "auto" else f" KV_CACHE={report['kv_cache']}")
+        + (" ENGINE_ACCEPT_NO_KV_REUSE=1" if report["kv_reuse_lost"] else ""),
     ]
+    if report["kv_reuse_lost"]:
+        lines.append(f"LOST: {report['kv_reuse_lost']}; the build refuses it unless ENGINE_ACCEPT_NO_KV_REUSE=1")
     return "\n".join(lines)
 
 

@@ -19,11 +19,13 @@ from build_engine.models import Checkpoint, read_checkpoint
 from build_engine.sizing import (
     DEFAULT_KV_FRACTION,
     KV_CACHES,
+    KV_REUSE_LOSS_EFFECT,
     QUANTS,
     awq_block_size,
     check_context,
     check_tp,
     default_max_num_tokens,
+    kv_reuse_loss,
 )
 
 SHIPPED_CALIBRATION = Path(__file__).parent / "data" / "wingpt2_medical_calib.jsonl"
@@ -67,6 +69,8 @@ class BuildSettings:
     python: str = _f("ENGINE_PYTHON", "interpreter that runs quantize.py and serving", sys.executable or "python3")
     dry_run: bool = _f("DRY_RUN", "print every command and file, run nothing", False)
     force: bool = _f("ENGINE_FORCE", "rebuild into an existing engine directory", False)
+    accept_no_kv_reuse: bool = _f("ENGINE_ACCEPT_NO_KV_REUSE",
+                                  "build a KV cache dtype that loses KV-cache reuse and chunked prefill", False)
 
     @classmethod
     def from_sources(cls, cli: dict[str, object], environ: dict[str, str] | None = None) -> BuildSettings:
@@ -109,6 +113,7 @@ class Build:
     max_input_len: int
     max_num_tokens: int
     warning: str
+    kv_reuse: bool = True  # False: the engine is built without paged context FMHA (see sizing.kv_reuse_loss)
 
     @property
     def name(self) -> str:
@@ -171,8 +176,16 @@ def resolve(s: BuildSettings) -> Build:
     if max_num_tokens < s.max_batch_size:
         raise ConfigError(f"max_num_tokens ({max_num_tokens}) must be at least max_batch_size ({s.max_batch_size}): "
                           "every scheduled sequence needs one token per step")
+    loss = kv_reuse_loss(quant, s.kv_cache)
+    if loss and not s.accept_no_kv_reuse:
+        raise ConfigError(f"{loss}, {KV_REUSE_LOSS_EFFECT}. Use the default bf16 KV cache (ENGINE_KV_CACHE=auto)"
+                          + (", fp8 or w4a8_awq weights for an FP8 KV cache," if s.kv_cache == "fp8" else "")
+                          + " or accept the loss with --accept-no-kv-reuse (ENGINE_ACCEPT_NO_KV_REUSE=1)")
+    if loss:
+        warning = "; ".join(filter(None, [warning, f"accepted: {loss}, {KV_REUSE_LOSS_EFFECT}"]))
     slug = slugify(s.model_name or Path(s.model_dir).resolve().name)
-    return Build(s, ckpt, slug, quant, block, tp, max_seq_len, max_input_len, max_num_tokens, warning)
+    return Build(s, ckpt, slug, quant, block, tp, max_seq_len, max_input_len, max_num_tokens, warning,
+                 kv_reuse=not loss)
 
 
 def _check_choices(s: BuildSettings) -> None:

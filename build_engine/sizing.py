@@ -156,3 +156,24 @@ def check_context(spec: ModelSpec, context: int) -> str:
         return (f"warning: {context} tokens is past the {spec.trained_context} tokens {spec.name} was trained at; "
                 "TensorRT-LLM implements no dynamic NTK / logn attention for Qwen v1, so quality is not promised")
     return ""
+
+
+def kv_reuse_loss(quant: str, kv_cache: str) -> str:
+    """Why TensorRT-LLM 1.0 would build this combination without paged context FMHA, or "" if it keeps it.
+
+    tensorrt_llm/builder.py (build()) switches use_paged_context_fmha off, with only a warning, for an
+    INT8 KV cache with any weights, and for an FP8 KV cache unless the weights are FP8 or W4A8-AWQ (FP8
+    context FMHA is only used with the FP8 workflows). Without it the executor then disables chunked
+    context (executor.cpp fixExecutorConfig) and KV-cache block reuse cannot run, although the rendered
+    config asks for both: the shared system-prompt preamble is recomputed for every chat.
+    """
+    if kv_cache == "int8":
+        return ("an INT8 KV cache turns off paged context FMHA in TensorRT-LLM 1.0 "
+                "('doesn't work with int8 kv cache currently')")
+    if kv_cache == "fp8" and quant not in FP8_QUANTS:
+        return (f"an FP8 KV cache with {quant} weights turns off paged context FMHA in TensorRT-LLM 1.0 "
+                "(FP8 context FMHA exists only for fp8 / w4a8_awq weights)")
+    return ""
+
+
+KV_REUSE_LOSS_EFFECT = "so KV-cache reuse of the shared preamble and chunked prefill are lost"

@@ -31,6 +31,22 @@ MAX_NEW_TOKENS = 64
 REPETITION_PENALTY = 1.1
 QWEN_REMOTE_CODE_PACKAGES = ("tiktoken", "einops", "transformers_stream_generator")
 QWEN_REQUIREMENTS = "$TRTLLM_EXAMPLES/models/core/qwen/requirements.txt"
+BACKEND_LIBRARY = Path("/opt/tritonserver/backends/tensorrtllm/libtriton_tensorrtllm.so")
+
+
+def backend_names(library: bytes, names: tuple[str, ...]) -> list[str]:
+    """Which of `names` the backend binary holds as NUL-terminated strings (its InputFieldsNames constants)."""
+    return [n for n in names if b"\0" + n.encode() + b"\0" in library]
+
+
+def check_backend_inputs(library: Path = BACKEND_LIBRARY) -> None:
+    """Settle on the real container which seed / min-length input names its tensorrt_llm backend reads."""
+    if not library.is_file():
+        print(f"{library}: not found, cannot tell which seed input name the backend reads")
+        return
+    data = library.read_bytes()
+    for label, names in (("seed", pins.TRTLLM_SEED_INPUTS), ("min tokens", pins.TRTLLM_MIN_TOKENS_INPUTS)):
+        print(f"tensorrt_llm backend {label} input: {', '.join(backend_names(data, names)) or 'none of ' + str(names)}")
 
 
 def missing_flags(help_text: str, flags: frozenset[str]) -> list[str]:
@@ -147,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     check_environment()
+    check_backend_inputs()
     ok = check_tools(args.examples)
     if args.model_dir is None:
         return 0 if ok else 1

@@ -17,8 +17,9 @@ from wingpt.settings import ServerSettings
 TEMPLATES = Path(__file__).resolve().parent.parent / "model_repository"
 COMMON_MODELS = ("ensemble",)  # the BLS orchestrator; the engine model is added per target
 ENGINE_MODEL = {"cpu": "torch_llm", "gpu-torch": "torch_llm", "gpu-trtllm": "tensorrt_llm"}
+# engine_dir has no default: a gpu-trtllm repository without an engine would fail only when Triton loads it.
+TRTLLM_REQUIRED = ("engine_dir",)
 TRTLLM_DEFAULTS = {
-    "engine_dir": "",
     "batch_scheduler_policy": "guaranteed_no_evict",
     "kv_cache_free_gpu_mem_fraction": "0.9",
     "enable_kv_cache_reuse": "true",
@@ -68,6 +69,11 @@ def parameters_for(settings: ServerSettings, model_dir: str, embedded: bool) -> 
 
 def render_repository(target: str, out_dir: str | Path, params: dict[str, str]) -> Path:
     """Write the repository for `target` into `out_dir` (replacing it); returns the path."""
+    if target == "gpu-trtllm":
+        for name in TRTLLM_REQUIRED:
+            if not str(params.get(name, "")).strip():
+                raise RenderError(f"tensorrt_llm/config.pbtxt needs parameter {name!r}, the TensorRT-LLM engine "
+                                  f"directory (build one with `make engine`); pass --set {name}=...")
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)

@@ -112,7 +112,7 @@ def test_engine_directory_name_states_the_settings(ckpt_7b):
 @pytest.mark.parametrize("quant", ["int4_awq", "fp8", "w4a8_awq", "bf16"])
 @pytest.mark.parametrize("kv", ["auto", "fp8", "int8"])
 def test_every_emitted_flag_is_accepted_by_the_pinned_release(ckpt_7b, quant, kv):
-    b = build_of("--model-dir", str(ckpt_7b), "--quant", quant, "--kv-cache", kv)
+    b = build_of("--model-dir", str(ckpt_7b), "--quant", quant, "--kv-cache", kv, "--accept-no-kv-reuse")
     checkpoint_step, build_step, _render = steps(b, 32)
     accepted = pins.QUANTIZE_FLAGS if checkpoint_step.argv[1].endswith(pins.QUANTIZE_SCRIPT) else pins.CONVERT_FLAGS
     assert {t for t in checkpoint_step.argv if t.startswith("--")} <= accepted
@@ -137,8 +137,34 @@ def test_bf16_without_kv_quantization_is_converted_not_calibrated(tmp_path, ckpt
 
 
 def test_bf16_with_int8_kv_cache_is_calibrated(tmp_path, ckpt_7b):
-    out = dry(tmp_path, "--model-dir", str(ckpt_7b), "--quant", "bf16", "--kv-cache", "int8")
+    out = dry(tmp_path, "--model-dir", str(ckpt_7b), "--quant", "bf16", "--kv-cache", "int8", "--accept-no-kv-reuse")
     assert "--qformat full_prec" in out and "--kv_cache_dtype int8" in out
+
+
+@pytest.mark.parametrize(("quant", "kv"), [("int4_awq", "fp8"), ("bf16", "fp8"), ("int4_awq", "int8"),
+                                           ("fp8", "int8"), ("w4a8_awq", "int8"), ("bf16", "int8")])
+def test_a_kv_cache_that_loses_kv_reuse_is_refused_with_the_reason(capsys, ckpt_7b, quant, kv):
+    """TensorRT-LLM 1.0's builder drops paged context FMHA for these with only a warning (sizing.kv_reuse_loss)."""
+    err = fail(capsys, "--model-dir", str(ckpt_7b), "--quant", quant, "--kv-cache", kv)
+    assert "paged context FMHA" in err and "KV-cache reuse" in err and "chunked prefill" in err
+    assert "--accept-no-kv-reuse" in err and "ENGINE_ACCEPT_NO_KV_REUSE=1" in err
+
+
+@pytest.mark.parametrize(("quant", "kv"), [("int4_awq", "auto"), ("bf16", "auto"), ("fp8", "fp8"),
+                                           ("w4a8_awq", "fp8"), ("fp8", "auto")])
+def test_combinations_that_keep_kv_reuse_build_and_serve_with_it(ckpt_7b, quant, kv):
+    b = build_of("--model-dir", str(ckpt_7b), "--quant", quant, "--kv-cache", kv)
+    _checkpoint, build_step, render_step = steps(b, 32)
+    assert build_step.argv[build_step.argv.index("--use_paged_context_fmha") + 1] == "enable"
+    assert "enable_kv_cache_reuse=true" in render_step.argv and "enable_chunked_context=true" in render_step.argv
+
+
+def test_an_accepted_loss_is_built_and_rendered_as_what_it_is(tmp_path, monkeypatch, ckpt_7b):
+    monkeypatch.setenv("ENGINE_ACCEPT_NO_KV_REUSE", "1")
+    out = dry(tmp_path, "--model-dir", str(ckpt_7b), "--quant", "int4_awq", "--kv-cache", "fp8")
+    assert "# accepted: an FP8 KV cache with int4_awq weights turns off paged context FMHA" in out
+    assert "--use_paged_context_fmha disable" in out
+    assert "--set enable_kv_cache_reuse=false" in out and "--set enable_chunked_context=false" in out
 
 
 def test_fp8_uses_fp8_context_attention_only_with_an_fp8_kv_cache(ckpt_7b):

@@ -168,3 +168,14 @@ def test_bad_plans_are_rejected_clearly(capsys, argv, message):
 def test_context_past_training_length_warns(capsys):
     report = run_plan(capsys, "--gpu", "H100-80GB", "--context", "6000")
     assert "past the 4096 tokens" in report["warning"]
+
+
+def test_the_plan_says_what_a_kv_cache_dtype_loses(capsys):
+    assert plan.main(["--gpu", "L40S-48GB", "--quant", "int4_awq", "--kv-cache", "fp8"]) == 0
+    out = capsys.readouterr().out
+    assert "LOST: an FP8 KV cache with int4_awq weights turns off paged context FMHA" in out
+    assert "KV-cache reuse of the shared preamble and chunked prefill are lost" in out
+    assert "ENGINE_ACCEPT_NO_KV_REUSE=1" in out
+    assert json.loads(out.strip().splitlines()[-1])["kv_reuse_lost"]
+    assert plan.main(["--gpu", "L40S-48GB", "--quant", "fp8", "--kv-cache", "fp8"]) == 0
+    assert "LOST" not in capsys.readouterr().out

@@ -53,9 +53,9 @@ def test_the_engine_models_expose_the_same_tensors(tmp_path: Path) -> None:
 
 
 def test_a_missing_parameter_is_named(tmp_path: Path) -> None:
-    params = parameters_for(ServerSettings(target="gpu-trtllm"), "/m", embedded=False)
-    del params["engine_dir"]
-    with pytest.raises(RenderError, match="engine_dir"):
+    params = {**parameters_for(ServerSettings(target="gpu-trtllm"), "/m", embedded=False), "engine_dir": "/e"}
+    del params["batch_scheduler_policy"]
+    with pytest.raises(RenderError, match="batch_scheduler_policy"):
         render_repository("gpu-trtllm", tmp_path / "repo", params)
 
 

@@ -13,13 +13,10 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from wingpt.engine_errors import CANCELLED, INTERNAL, INVALID_ARGUMENT, UNAVAILABLE
 from wingpt.errors import InvalidRequest
 
-INVALID_ARGUMENT = "INVALID_ARGUMENT"
-UNAVAILABLE = "UNAVAILABLE"
-INTERNAL = "INTERNAL"
-
-_CODES = {INVALID_ARGUMENT: "INVALID_ARG", UNAVAILABLE: "UNAVAILABLE", INTERNAL: "INTERNAL"}
+_CODES = {INVALID_ARGUMENT: "INVALID_ARG", UNAVAILABLE: "UNAVAILABLE", INTERNAL: "INTERNAL", CANCELLED: "CANCELLED"}
 
 
 def parameters(args: dict[str, Any]) -> dict[str, str]:

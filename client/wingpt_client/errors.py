@@ -59,8 +59,11 @@ class CancelledError(WingptClientError):
     default_code = "CANCELLED"
 
 
-_STATUS_WORD = re.compile(r"\[(INVALID_ARGUMENT|UNAVAILABLE|INTERNAL)\]\s*")
+_STATUS_WORD = re.compile(r"\[(INVALID_ARGUMENT|UNAVAILABLE|INTERNAL|CANCELLED)\]\s*")
 _OVERLOAD = re.compile(r"overload|queue size|queue is full", re.IGNORECASE)
+# TensorRT-LLM's executor refuses a full queue as an INTERNAL error with this text; the server maps it to
+# `[UNAVAILABLE] server overloaded` (wingpt/engine_errors.py), and this is the client's second line of defence.
+_TRTLLM_QUEUE_FULL = re.compile(r"Maximum queue size of \d+ has been reached", re.IGNORECASE)
 _RESTRICTED = "protocol is restricted"
 
 _BY_STATUS: dict[grpc.StatusCode, type[WingptClientError]] = {
@@ -83,6 +86,8 @@ _DEAD_MODEL_PROCESS = "is not healthy"
 
 def error_from_message(message: str, request_id: str | None = None) -> WingptClientError:
     """An error that arrived inside the stream (the RPC itself succeeded)."""
+    if _TRTLLM_QUEUE_FULL.search(message):
+        return OverloadedError(message, code="UNAVAILABLE", request_id=request_id)
     match = _STATUS_WORD.search(message)
     if match is None:
         if _DEAD_MODEL_PROCESS in message:  # the engine's process died; the server is being restarted
@@ -94,6 +99,8 @@ def error_from_message(message: str, request_id: str | None = None) -> WingptCli
     if word == "UNAVAILABLE":
         cls = OverloadedError if _OVERLOAD.search(text) else UnavailableError
         return cls(text, code=word, request_id=request_id)
+    if word == "CANCELLED":
+        return CancelledError(text, code=word, request_id=request_id)
     return WingptClientError(text, code=word, request_id=request_id)
 
 

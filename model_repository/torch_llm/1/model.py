@@ -118,7 +118,8 @@ class TritonPythonModel:
         if max_new is None or max_new < 0:
             raise InvalidRequest("request_output_len", f"must be >= 0, got {max_new}")
         top_k = optional_scalar(request, "runtime_top_k")
-        seed = optional_scalar(request, "seed")
+        # Both names TensorRT-LLM's backend has used for the seed (build_engine/pins.py TRTLLM_SEED_INPUTS).
+        seed = optional_scalar(request, "seed") or optional_scalar(request, "random_seed")
         sampling = resolve_sampling(
             temperature=optional_scalar(request, "temperature"),
             top_k=top_k,
