@@ -310,9 +310,13 @@ def test_closing_a_stream_stops_generation_in_the_engine(idle_server, client):
 
 
 def test_close_from_another_thread_ends_the_iteration_with_cancelled(idle_server, client):
-    stream = client.stream_chat(QUESTION, max_tokens=48)
+    """Closed by another thread mid-answer (joined first, so no machine is fast enough to finish the
+    answer before the close): the iteration ends with CancelledError, not with the rest of the text."""
+    stream = client.stream_chat(QUESTION, max_tokens=200, end_id=-1)
     received = [next(stream)]
-    threading.Timer(0.1, stream.close).start()
+    closer = threading.Thread(target=stream.close)
+    closer.start()
+    closer.join()
     with pytest.raises(CancelledError, match="closed"):
         received.extend(stream)
 

@@ -38,7 +38,9 @@ def engine_inputs(chat: ChatRequest, tok: QwenTokenizer, streaming: bool) -> dic
         "runtime_top_k": np.array([[GREEDY_TOP_K if s.greedy else s.top_k]], np.int32),
         "runtime_top_p": np.array([[s.top_p]], np.float32),
         "repetition_penalty": np.array([[s.repetition_penalty]], np.float32),
+        # The seed under both names TensorRT-LLM's backend has used (build_engine/pins.py TRTLLM_SEED_INPUTS).
         "seed": np.array([[s.seed or 0]], np.uint64),
+        "random_seed": np.array([[s.seed or 0]], np.uint64),
         "streaming": np.array([[streaming]], np.bool_),
     }
 

@@ -30,6 +30,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from wingpt.detokenizer import StreamDetokenizer
+from wingpt.engine_errors import from_engine
 from wingpt.errors import InvalidRequest
 from wingpt.orchestrator.admission import OVERLOADED, Admission
 from wingpt.orchestrator.cancel_watch import CancelWatch
@@ -56,8 +57,6 @@ from wingpt.triton_io import (
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 log = logging.getLogger("ensemble")
-# TensorRT-LLM answers a full executor queue with this INTERNAL error; it is an overload like torch_llm's.
-TRTLLM_QUEUE_FULL = "Maximum queue size"
 
 
 class _Inputs:
@@ -81,18 +80,6 @@ def _response(text: str, triage: str | None = None) -> pb_utils.InferenceRespons
     if triage is not None:
         outputs.append(tensor("triage", [[triage.encode("utf-8")]], np.object_))
     return pb_utils.InferenceResponse(output_tensors=outputs)
-
-
-def _public_error(message: str) -> pb_utils.InferenceResponse:
-    """An engine error as clients see it: the engine's own status word, an overload as an overload."""
-    if message.startswith("["):
-        kind, _, rest = message[1:].partition("] ")
-        if kind in (UNAVAILABLE, INTERNAL, "INVALID_ARGUMENT"):
-            return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
-        message = rest or message
-    if TRTLLM_QUEUE_FULL in message:
-        return error_response(UNAVAILABLE, f"{OVERLOADED}: {message}")
-    return error_response(INTERNAL, f"generation failed: {message}")
 
 
 class TritonPythonModel:
@@ -185,8 +172,10 @@ class TritonPythonModel:
             if cancelled.is_set():
                 continue  # drain the engine's last response; the client is gone
             if response.has_error():
-                self._send_last(engine_id, sender, _public_error(response.error().message()))
-                return {"output_tokens": tokens, "finish": "engine_error"}
+                # One answer for both engines: a full TensorRT-LLM queue is an overload like torch_llm's.
+                failure = from_engine(response.error().message())
+                self._send_last(engine_id, sender, error_response(failure.kind, failure.message))
+                return {"output_tokens": tokens, "finish": "overloaded" if failure.overloaded else "engine_error"}
             new = generated_tokens(_as_numpy(response, "output_ids"), _as_numpy(response, "sequence_length"),
                                    chat.end_id)
             tokens += len(new)
