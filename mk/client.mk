@@ -14,7 +14,7 @@ bench-client: setup
 	  $(PY) -m wingpt_client.bench --url $(BENCH_URL) $(BENCH_ARGS); \
 	else \
 	  mkdir -p build; \
-	  TRITON_HTTP_PORT=8300 TRITON_GRPC_PORT=8301 TRITON_METRICS_PORT=8302 WINGPT_REPO_DIR=build/bench-client-repo \
+	  TRITON_HTTP_PORT=8300 TRITON_GRPC_PORT=8301 TRITON_METRICS_PORT=8302 WINGPT_OPENAI=0 WINGPT_REPO_DIR=build/bench-client-repo \
 	    $(PY) -m serving serve > build/bench-client-server.log 2>&1 & pid=$$!; \
 	  trap 'kill $$pid; wait $$pid' EXIT; \
 	  for _ in $$(seq 300); do \

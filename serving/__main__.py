@@ -7,7 +7,8 @@ import signal
 import sys
 from pathlib import Path
 
-from serving.launch import Supervisor
+from openai_api.settings import OpenAISettings
+from serving.launch import Sidecar, Supervisor
 from serving.render import ENGINE_MODEL, RenderError, parameters_for, render_repository
 from wingpt.engine.embedded import WARNING, ensure_embedded_model, is_embedded
 from wingpt.settings import TARGETS, ServerSettings
@@ -21,7 +22,29 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", help="rendered repository directory (overrides WINGPT_REPO_DIR)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="template parameter, e.g. engine_dir=/engines/x (repeatable)")
+    parser.add_argument("--openai-port", type=int,
+                        help="OpenAI-compatible endpoint port (overrides WINGPT_OPENAI_PORT)")
+    parser.add_argument("--openai-host", help="address it binds to (overrides WINGPT_OPENAI_HOST)")
+    parser.add_argument("--no-openai", action="store_const", const=0, dest="openai",
+                        help="do not run the OpenAI-compatible endpoint (WINGPT_OPENAI=0)")
     return parser.parse_args(argv)
+
+
+def openai_sidecar(settings: ServerSettings) -> Sidecar:
+    """`python -m openai_api` for this server; its settings are checked here, so a bad one stops `serve` at once.
+
+    Its other settings (API keys file, model name, triage notice, ...) come from the environment it inherits.
+    """
+    triton = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    argv = ["--triton-url", f"{triton}:{settings.grpc_port}", "--host", settings.openai_host,
+            "--port", str(settings.openai_port), "--max-tokens", str(settings.max_tokens_default),
+            "--context-window", str(settings.context_window)]
+    if settings.model_dir:
+        argv += ["--tokenizer-dir", settings.model_dir]
+    endpoint = OpenAISettings.from_args(argv)
+    local = "127.0.0.1" if endpoint.host in ("0.0.0.0", "::", "") else endpoint.host
+    return Sidecar("the OpenAI-compatible endpoint", [sys.executable, "-m", "openai_api", *argv],
+                   f"http://{local}:{endpoint.port}/health/live")
 
 
 def render_from_settings(settings: ServerSettings, extra: dict[str, str]) -> Path:
@@ -40,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         print("--set takes KEY=VALUE", file=sys.stderr)
         return 2
     try:
-        settings = ServerSettings.from_env(target=args.target, model_dir=args.model_dir, repo_dir=args.out)
+        settings = ServerSettings.from_env(target=args.target, model_dir=args.model_dir, repo_dir=args.out,
+                                           openai=args.openai, openai_port=args.openai_port,
+                                           openai_host=args.openai_host)
+        sidecar = openai_sidecar(settings) if args.command == "serve" and settings.openai else None
         repo = render_from_settings(settings, extra)
     except (ValueError, RenderError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -53,12 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     # The Python-backend engine runs in its own stub process, which the supervisor watches; the
     # TensorRT-LLM backend runs inside tritonserver, so the server's own death covers it.
     engine = ENGINE_MODEL[settings.target]
-    supervisor = Supervisor(repo, settings, engine if engine == "torch_llm" else None)
+    supervisor = Supervisor(repo, settings, engine if engine == "torch_llm" else None, sidecar=sidecar)
     signal.signal(signal.SIGTERM, lambda *_: supervisor.terminate())
     try:
         supervisor.start()
+        openai = f"  OpenAI http://{settings.openai_host}:{settings.openai_port}/v1" if sidecar else ""
         print(f"ready: gRPC {settings.host}:{settings.grpc_port}  HTTP {settings.host}:{settings.http_port}  "
-              f"metrics {settings.host}:{settings.metrics_port}  (Ctrl-C stops)", flush=True)
+              f"metrics {settings.host}:{settings.metrics_port}{openai}  (Ctrl-C stops)", flush=True)
         return supervisor.run()
     except KeyboardInterrupt:
         supervisor.terminate()

@@ -208,6 +208,61 @@ def engine_requests(settings: ServerSettings) -> float | None:
     return total
 
 
+class Sidecar:
+    """A process that serves beside tritonserver as a client of it (the OpenAI-compatible endpoint):
+    started once Triton is ready, restarted when it dies, stopped after the engine has drained.
+
+    It keeps running while tritonserver restarts (its gRPC channel reconnects by itself), so clients
+    of the sidecar see the same UNAVAILABLE answers as direct gRPC clients do during a restart.
+    """
+
+    def __init__(self, name: str, command: list[str], ready_url: str, log_path: Path | None = None,
+                 stop_timeout_s: float = 30.0) -> None:
+        self.name, self.command, self.ready_url, self.log_path = name, command, ready_url, log_path
+        self.stop_timeout_s = stop_timeout_s
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - handed to the child process
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get(
+            "PYTHONPATH")]))}
+        self.process = subprocess.Popen(self.command, env=env, cwd=PROJECT_ROOT, stdout=out,
+                                        stderr=subprocess.STDOUT if out else None, start_new_session=True)
+        if out:
+            out.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with code {self.process.returncode} before serving")
+            try:
+                with urllib.request.urlopen(self.ready_url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.25)
+        raise TimeoutError(f"{self.name} not serving after {timeout_s:.0f}s ({self.ready_url})")
+
+    def died(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def begin_stop(self) -> None:
+        """SIGTERM: it stops accepting connections and finishes the answers it is streaming."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.begin_stop()
+        try:
+            self.process.wait(timeout=self.stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
 class Supervisor:
     """Keeps the server serving: restarts tritonserver when it dies or when the engine model's
     process does, and drains the engine before stopping it.
@@ -222,12 +277,15 @@ class Supervisor:
     inference request, including the orchestrator's engine request for a chat that has just arrived,
     so answers in progress are let finish first. The supervisor first waits (up to
     TRITON_EXIT_TIMEOUT) until the engine has no running or waiting request, then stops Triton.
+    A `sidecar` (the OpenAI-compatible endpoint) is told to stop first, so it takes no new requests
+    while the ones it is streaming drain through the engine.
     """
 
     def __init__(self, repo: Path, settings: ServerSettings, engine_model: str | None,
                  log_path: Path | None = None, check_every_s: float = 0.5, max_restarts: int = 5,
-                 restart_window_s: float = 600.0) -> None:
+                 restart_window_s: float = 600.0, sidecar: Sidecar | None = None) -> None:
         self.repo, self.settings, self.engine_model, self.log_path = repo, settings, engine_model, log_path
+        self.sidecar = sidecar
         self.check_every_s = check_every_s
         self.max_restarts, self.restart_window_s = max_restarts, restart_window_s
         self.process: subprocess.Popen | None = None
@@ -238,6 +296,8 @@ class Supervisor:
     def start(self) -> None:
         self.process = start_server(self.repo, self.settings, self.log_path)
         wait_ready(self.settings, self.process)
+        if self.sidecar is not None and self.sidecar.process is None:
+            self.sidecar.start()
 
     def terminate(self) -> None:
         """SIGTERM (safe from a signal handler): drain the engine, then stop Triton (see the class doc)."""
@@ -248,13 +308,18 @@ class Supervisor:
         assert self.process is not None and self._drain_deadline is not None
         print(f"supervisor: SIGTERM; letting the engine finish its requests "
               f"(up to {self.settings.exit_timeout_s}s)", file=sys.stderr, flush=True)
+        if self.sidecar is not None:
+            self.sidecar.begin_stop()
         idle_reads = 0  # the engine's gauges are published every 0.2 s: idle must be seen over 0.5 s
         while self.process.poll() is None and time.monotonic() < self._drain_deadline and idle_reads < 3:
             idle_reads = idle_reads + 1 if not engine_requests(self.settings) else 0  # 0 or None (no metrics)
             time.sleep(0.25)
         if self.process.poll() is None:
             self.process.terminate()
-        return self.process.wait()
+        code = self.process.wait()
+        if self.sidecar is not None:
+            self.sidecar.stop()
+        return code
 
     def _engine_dead(self) -> bool:
         assert self.process is not None
@@ -270,16 +335,17 @@ class Supervisor:
                 code = None
             if self._stopping:
                 return self._stop_after_drain()
+            if code is None and self.sidecar is not None and self.sidecar.died():
+                if not self._note_restart(f"{self.sidecar.name} exited with code {self.sidecar.process.returncode}"):
+                    return 1
+                print(f"supervisor: restarting {self.sidecar.name}", file=sys.stderr, flush=True)
+                self.sidecar.start()
+                continue
             if code is None and not self._engine_dead():
                 continue
             reason = f"tritonserver exited with code {code}" if code is not None else \
                 f"the engine model {self.engine_model!r} process died"
-            now = time.monotonic()
-            self.restarts = [t for t in self.restarts if now - t < self.restart_window_s] + [now]
-            if len(self.restarts) > self.max_restarts:
-                print(f"supervisor: {reason}; {self.max_restarts} restarts in {self.restart_window_s:.0f}s, "
-                      "giving up", file=sys.stderr, flush=True)
-                self._kill()
+            if not self._note_restart(reason):
                 return 1
             print(f"supervisor: {reason}; restarting tritonserver (in-flight streams end with UNAVAILABLE)",
                   file=sys.stderr, flush=True)
@@ -287,6 +353,19 @@ class Supervisor:
             if self._stopping:
                 return 0
             self.start()
+
+    def _note_restart(self, reason: str) -> bool:
+        """Count a restart; False (everything stopped) when there were too many in the window."""
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < self.restart_window_s] + [now]
+        if len(self.restarts) <= self.max_restarts:
+            return True
+        print(f"supervisor: {reason}; {self.max_restarts} restarts in {self.restart_window_s:.0f}s, "
+              "giving up", file=sys.stderr, flush=True)
+        self._kill()
+        if self.sidecar is not None:
+            self.sidecar.stop()
+        return False
 
     def _kill(self) -> None:
         """Kill the server and its stubs (one process group): the dead engine's streams cannot drain."""

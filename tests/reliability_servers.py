@@ -47,6 +47,8 @@ SMALL = {
     "WINGPT_MAX_TOKENS_DEFAULT": "32",
     "WINGPT_MAX_TOKENS_LIMIT": "256",
     "TRITON_EXIT_TIMEOUT": "30",
+    # The OpenAI-compatible endpoint would bind port 9000; tests that want it pass WINGPT_OPENAI=1 and a free port.
+    "WINGPT_OPENAI": "0",
 }
 
 

@@ -8,6 +8,7 @@ helm and checkov are installed once by scripts/install_helm.sh into .tools/.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import math
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
+from openai_api.settings import OpenAISettings
 from serving.launch import free_port
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install -r requirements/helm.txt")
@@ -352,14 +354,14 @@ def test_alerts_watch_the_ttft_slo_queue_kv_cache_and_errors() -> None:
 # --- network ----------------------------------------------------------------------------------------------------------
 
 
-def test_network_policy_admits_only_the_ui_the_test_pod_and_named_backends() -> None:
+def test_network_policy_admits_only_the_ui_the_openai_endpoint_the_test_pod_and_named_backends() -> None:
     docs = render(*PROFILES["everything"])
     policy = one(docs, "NetworkPolicy", f"{FULLNAME}-triton")
     by_port = {rule["ports"][0]["port"]: rule["from"] for rule in policy["spec"]["ingress"]}
     assert set(by_port) == {"grpc", "metrics"}, "HTTP is open to no one unless networkPolicy.httpClients says so"
     components = [p["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for p in by_port["grpc"]
                   if "podSelector" in p]
-    assert components == ["ui", "test"]
+    assert components == ["ui", "openai", "test"]
     assert {"namespaceSelector": {"matchLabels": {"team": "his"}}} in by_port["grpc"]
     assert by_port["metrics"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
     assert [port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]] == [53, 53]
@@ -399,6 +401,73 @@ def test_ui_and_helm_test_talk_to_tritons_grpc_service() -> None:
     assert container(test["spec"], "chat")["command"] == ["python3", "-m", "wingpt_client.cli", "--url", target, "你好"]
     headless = one(docs, "Service", f"{FULLNAME}-triton-headless")
     assert headless["spec"]["clusterIP"] == "None"
+
+
+def openai_pod(*values: str) -> dict[str, Any]:
+    return one(render(*values), "Deployment", f"{FULLNAME}-openai")["spec"]["template"]["spec"]
+
+
+def test_the_openai_endpoint_talks_to_triton_and_is_probed_on_its_health_endpoints() -> None:
+    docs = render(*PROFILES["7b-int4"])
+    pod = openai_pod(*PROFILES["7b-int4"])
+    endpoint = container(pod, "openai")
+    command = endpoint["command"]
+    assert command[:5] == ["python3", "-m", "openai_api", "--triton-url", f"{FULLNAME}-triton.{NAMESPACE}.svc:8001"]
+    assert endpoint["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]
+    assert endpoint["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "http"}, "follows Triton"
+    assert endpoint["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
+    assert endpoint["startupProbe"]["httpGet"]["path"] == "/health/live"
+    service = one(docs, "Service", f"{FULLNAME}-openai")
+    assert service["spec"]["ports"] == [{"name": "http", "port": 9000, "targetPort": "http", "protocol": "TCP"}]
+    assert service["spec"]["selector"].items() <= pod.get("labels", one(docs, "Deployment", f"{FULLNAME}-openai")[
+        "spec"]["template"]["metadata"]["labels"]).items()
+
+
+def test_the_openai_keys_come_from_a_secret_mounted_as_the_file_the_endpoint_reads() -> None:
+    docs = render(*PROFILES["7b-int4"])
+    secret = one(docs, "Secret", f"{FULLNAME}-openai-keys")
+    keys = base64.b64decode(secret["data"]["api-keys"]).decode().split()
+    assert len(keys) == 1 and keys[0].startswith("sk-") and len(keys[0]) > 40
+    pod = openai_pod(*PROFILES["7b-int4"])
+    command = container(pod, "openai")["command"]
+    mount = next(m for m in container(pod, "openai")["volumeMounts"] if m["name"] == "api-keys")
+    path = command[command.index("--api-keys-file") + 1]
+    assert path == f"{mount['mountPath']}/api-keys" and mount["readOnly"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "api-keys")
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    own = render(*PROFILES["7b-int4"], "--set", "openai.apiKeys.existingSecret=hospital-llm-keys")
+    assert not find(own, "Secret", f"{FULLNAME}-openai-keys")
+    volume = next(v for v in openai_pod(*PROFILES["7b-int4"], "--set", "openai.apiKeys.existingSecret="
+                                        "hospital-llm-keys")["volumes"] if v["name"] == "api-keys")
+    assert volume["secret"]["secretName"] == "hospital-llm-keys"
+
+
+def test_the_endpoint_accepts_the_arguments_the_chart_renders() -> None:
+    """The rendered flags parse into the endpoint's settings, bound to the pod IP with keys (so it starts)."""
+    for profile in ("7b-int4", "everything"):
+        command = container(openai_pod(*PROFILES[profile], "--set", "openai.triageNotice=false"), "openai")["command"]
+        settings = OpenAISettings.from_args(command[3:], environ={})
+        assert (settings.host, settings.port, settings.model_name) == ("0.0.0.0", 9000, "wingpt2")
+        assert settings.api_keys_file == "/etc/wingpt/openai/api-keys" and not settings.triage_notice
+        assert settings.client.target == f"{FULLNAME}-triton.{NAMESPACE}.svc:8001"
+        assert settings.client.ssl == (profile == "everything")
+
+
+def test_the_openai_network_policy_admits_named_platforms_and_reaches_only_triton() -> None:
+    platforms = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dify"}}}
+    docs = render(*PROFILES["7b-int4"], "--set-json", f"networkPolicy.openaiFrom=[{json.dumps(platforms)}]")
+    policy = one(docs, "NetworkPolicy", f"{FULLNAME}-openai")["spec"]
+    assert policy["ingress"] == [{"ports": [{"protocol": "TCP", "port": "http"}], "from": [platforms]}]
+    (triton,) = [rule for rule in policy["egress"] if rule["ports"][0]["port"] == 8001]
+    assert triton["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "triton"
+
+
+def test_the_openai_endpoint_can_be_left_out() -> None:
+    docs = render(*PROFILES["7b-int4"], "--set", "openai.enabled=false")
+    assert not [d for d in docs if d["metadata"]["name"].startswith(f"{FULLNAME}-openai")]
+    policy = one(docs, "NetworkPolicy", f"{FULLNAME}-triton")
+    grpc = next(rule["from"] for rule in policy["spec"]["ingress"] if rule["ports"][0]["port"] == "grpc")
+    assert "openai" not in json.dumps(grpc)
 
 
 # --- engine cache and repository rendering --------------------------------------------------------------------------
@@ -580,6 +649,8 @@ def test_notes_tell_the_next_commands(tmp_path: Path) -> None:
     (("engine.build.settings.tp=2",), "engine.build.settings: Additional property tp is not allowed"),
     (("ui.enabled=false", "ingress.enabled=true"), "ingress.enabled=true routes to the UI"),
     (("triton.preStopSeconds=60",), "triton.preStopSeconds (60) must be shorter"),
+    (("openai.apiKey=sk-1",), "openai: Additional property apiKey is not allowed"),
+    (("openai.timeoutSeconds=0",), "openai.timeoutSeconds: Must be greater than 0"),
 ])
 def test_wrong_values_are_rejected_with_a_message_that_says_what_to_change(sets: tuple[str, ...], message: str) -> None:
     assert message in rejected(*sets)

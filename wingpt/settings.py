@@ -57,6 +57,12 @@ class ServerSettings:
     exit_timeout_s: int = field(default=30, metadata={"env": "TRITON_EXIT_TIMEOUT",
                                                       "help": "seconds SIGTERM waits for in-flight streams"})
     log_verbose: int = field(default=0, metadata={"env": "TRITON_LOG_VERBOSE", "help": "Triton verbose log level"})
+    openai: int = field(default=1, metadata={
+        "env": "WINGPT_OPENAI", "help": "1: `make serve` also runs the OpenAI-compatible endpoint; 0: off"})
+    openai_host: str = field(default="127.0.0.1", metadata={
+        "env": "WINGPT_OPENAI_HOST", "help": "address the OpenAI-compatible endpoint binds to (off loopback: keys)"})
+    openai_port: int = field(default=9000, metadata={"env": "WINGPT_OPENAI_PORT",
+                                                     "help": "port of the OpenAI-compatible endpoint (/v1)"})
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServerSettings:
@@ -79,6 +85,8 @@ class ServerSettings:
             raise ValueError(f"WINGPT_CUDA_GRAPH must be 0 or 1, got {self.cuda_graph}")
         if self.max_batch_size < 1 or self.max_queue_size < 1:
             raise ValueError("WINGPT_MAX_BATCH_SIZE and WINGPT_MAX_QUEUE_SIZE must be >= 1")
+        if self.openai not in (0, 1):
+            raise ValueError(f"WINGPT_OPENAI must be 0 or 1, got {self.openai}")
         if self.dtype not in ("", "float32", "bfloat16", "float16"):
             raise ValueError(f"WINGPT_DTYPE must be float32, bfloat16 or float16, got {self.dtype!r}")
 
