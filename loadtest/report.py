@@ -49,12 +49,16 @@ def plot(systems: dict[str, dict], out: Path, slo: Slo) -> list[str]:
     import matplotlib.pyplot as plt
 
     levels = sorted({int(c) for summary in systems.values() for c in summary["levels"]})
+    ticks: list[int] = []  # bisected levels crowd on a log axis: label those at least 25% apart
+    for c in levels:
+        if not ticks or c >= 1.25 * ticks[-1]:
+            ticks.append(c)
 
     def users_axis(ax: object) -> None:
         for index, (name, summary) in enumerate(systems.items()):
             mark_knee(ax, name, summary["capacity"], f"C{index}")
         ax.set_xscale("log", base=2)  # type: ignore[attr-defined]
-        ax.set_xticks(levels, [str(c) for c in levels])  # type: ignore[attr-defined]
+        ax.set_xticks(ticks, [str(c) for c in ticks])  # type: ignore[attr-defined]
         ax.grid(True, which="both", alpha=0.3)  # type: ignore[attr-defined]
         ax.legend(fontsize=7)  # type: ignore[attr-defined]
 
@@ -171,7 +175,7 @@ def write_report(run_dir: Path, summary: dict, command: str = "") -> None:
     lines = [f"# Load test: {summary['target']}", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
-    lines += [f"SLO: {slo_text(summary['slo'])}.", "", f"**Capacity:** {summary['capacity']['line']}", "",
+    lines += [f"SLO: {slo_text(summary['slo'])}.", "", "## Capacity", "", summary["capacity"]["line"], "",
               markdown_table(header, rows), "",
               f"Prompt tokens (templated): {summary['prompt_tokens']}. Latencies in ms; users = concurrent "
               "closed-loop users when each request started.", ""]
@@ -183,7 +187,7 @@ def write_report(run_dir: Path, summary: dict, command: str = "") -> None:
     if command:
         body.append(f"<p>Command: <code>{html.escape(command)}</code></p>")
     body += [f"<p>SLO: {html.escape(slo_text(summary['slo']))}.</p>",
-             f"<p><b>Capacity:</b> {html.escape(summary['capacity']['line'])}</p>", html_table(header, rows)]
+             f"<h2>Capacity</h2><p>{html.escape(summary['capacity']['line'])}</p>", html_table(header, rows)]
     body += [f'<p><img src="{p}" alt="{p}"></p>' for p in plots]
     if locust:
         body.append("<p>Locust's own files: " + ", ".join(f'<a href="{p}">{p}</a>' for p in locust) + "</p>")

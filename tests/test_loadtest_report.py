@@ -149,6 +149,21 @@ def test_replicas_add_the_disruption_budget_spare_and_gpus_follow_the_chart_prof
         plan_replicas(500, 0)
 
 
+def test_report_files_and_numbers(tmp_path) -> None:
+    records = [_record(c, float(i), [i + 0.1, i + 0.2], i + 1.0, tokens=9) for c in (1, 2) for i in range(3)]
+    summary = system_summary("sys", records, Slo(tpot_ms=200), patients=7)
+    write_report(tmp_path, summary, command="make loadtest")
+    for name in ("summary.json", "report.md", "report.html", "latency.png", "throughput.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["levels"]["1"]["median_ttft_ms"] == pytest.approx(100.0)
+    assert saved["levels"]["2"]["median_tpot_ms"] == pytest.approx(900 / 8)
+    assert saved["capacity"]["plan"]["replicas"] == 5  # ceil(7 / 2) + 1 spare
+    md = (tmp_path / "report.md").read_text()
+    assert "| 1 | 3 | 0 | 100.0 |" in md and "at most 5 replica(s)" in md and "make loadtest" in md
+    assert (tmp_path / "latency.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_output_tokens_are_counted_with_the_qwen_tokenizer() -> None:
     assert count_tokens("") == 0
     assert count_tokens("宝宝发烧") == count_tokens("宝宝") + count_tokens("发烧") > 0
