@@ -237,7 +237,10 @@ def capacity_answer(engine: str, levels: Mapping[int, Mapping], patients: int, p
     knee = find_knee(levels)
     plan = (None if knee.concurrency is None
             else plan_replicas(patients, knee.concurrency, profile, upper_bound=knee.status == "at_least"))
-    line = knee.line(engine) + ("" if plan is None else " " + plan.line())
+    line = knee.line(engine)
+    if knee.status == "knee" and search is None and knee.first_failing - knee.concurrency > 1:  # type: ignore[operator]
+        line += " Not bisected: --find-capacity narrows it."
+    line += "" if plan is None else " " + plan.line()
     return {"status": knee.status, "knee": knee.concurrency, "first_failing": knee.first_failing,
             "tried_up_to": knee.tried_up_to, "below": knee.below, "above": knee.above,
             "not_counted": list(knee.not_counted), "search": None if search is None else asdict(search),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,8 @@ from loadtest.capacity import Search, capacity_answer, chart_profile, find_knee,
 from loadtest.metrics import RequestRecord, Slo, count_tokens, summarize, summarize_levels
 from loadtest.report import system_summary, write_report
 from loadtest.workloads import build_workload, pad_to_tokens, prompt_tokens
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _record(concurrency: int, start: float, deltas: list[float], end: float, tokens: int,
@@ -147,6 +150,21 @@ def test_replicas_add_the_disruption_budget_spare_and_gpus_follow_the_chart_prof
         plan_replicas(500, 32, "70b")
     with pytest.raises(ValueError, match="--per-replica"):
         plan_replicas(500, 0)
+
+
+def test_the_readme_and_the_helm_docs_quote_the_replica_function() -> None:
+    """Their examples are this function's output, so a change to the chart's budget or the formula shows here."""
+    def text(name: str) -> str:
+        return " ".join((ROOT / name).read_text(encoding="utf-8").split())
+
+    def quoted(patients: int, knee: int, profile: str = "7b-int4") -> str:
+        plan = plan_replicas(patients, knee, profile)
+        return (f"ceil({patients} / {knee}) = {plan.serving_replicas} serving + {plan.profile.spare_replicas} spare "
+                f"= {plan.replicas} replicas, {plan.gpus} GPUs")
+
+    assert quoted(500, 32) in text("README.md")
+    assert quoted(500, 40) in text("docs/helm.md")
+    assert f"{plan_replicas(500, 40, '14b-tp2').gpus} GPUs for 14B tp 2" in text("docs/helm.md")
 
 
 def test_report_files_and_numbers(tmp_path) -> None:
