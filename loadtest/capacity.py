@@ -239,7 +239,7 @@ def capacity_answer(engine: str, levels: Mapping[int, Mapping], patients: int, p
             else plan_replicas(patients, knee.concurrency, profile, upper_bound=knee.status == "at_least"))
     line = knee.line(engine)
     if knee.status == "knee" and search is None and knee.first_failing - knee.concurrency > 1:  # type: ignore[operator]
-        line += " Not bisected: --find-capacity narrows it."
+        line += " Not bisected: a --find-capacity run narrows it."
     line += "" if plan is None else " " + plan.line()
     return {"status": knee.status, "knee": knee.concurrency, "first_failing": knee.first_failing,
             "tried_up_to": knee.tried_up_to, "below": knee.below, "above": knee.above,
