@@ -1,14 +1,15 @@
 """`make loadtest`: a bounded headless Locust run, then the report.
 
     python -m loadtest.run [--url HOST:PORT | --target openai --url http://HOST:PORT/v1] \\
-        [--steps 1,2,4,8 | --find-capacity --max-concurrency 32 --resolution 1] [--step-s 15] \
+        [--steps 1,2,4,8 | --find-capacity --max-concurrency 32 --resolution 1] [--step-s 15] \\
         [--workload mixed --max-tokens 64] [--out build/loadtest]
 
 Without `--url` it starts Triton with the embedded default on free loopback ports for the run.
 `--steps` holds each user count for `--step-s` seconds; `--find-capacity` (what `make loadtest` runs)
 lets the load shape search the knee instead: double the users from `--start-concurrency` until a step
 misses the SLO or `--max-concurrency` is reached, then bisect down to `--resolution` users, and stop.
-The run is bounded in time (steps x step seconds) and, with `--max-requests`, in requests. The run
+The run is bounded in time (steps, or the search's levels, x step seconds) and, with `--max-requests`,
+in requests. The run
 directory gets Locust's CSVs and HTML (`locust_*.csv`, `locust.html`), every request
 (`requests.jsonl`), the search's step verdicts (`search.json`), and the report (`summary.json`,
 `report.md`, `report.html`, PNG plots); the report's knee is read from every record.
