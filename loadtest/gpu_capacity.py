@@ -16,7 +16,9 @@ a token depends on the shape, not on the values), measured in one run:
   prompt case; GPU memory in use sampled with nvidia-smi.
 
 Prints a table and one JSON line; writes `gpu_capacity.json` (and each sweep's summary) into --out.
-`--part engine` / `--part serving` run halves (each fits one 10-minute device command).
+`--part engine` / `--part serving` run halves (each fits one 10-minute device command). With
+`--find-capacity --max-concurrency N --resolution R`, the serving part searches the knee of our stack
+(loadtest/capacity.py; each level sends for `--level-s` seconds) instead of measuring the fixed `--levels`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pathlib import Path
 import torch
 import transformers
 
+from loadtest.capacity import Search
 from loadtest.metrics import Slo, summarize_levels
 from loadtest.sweep import SweepConfig, format_table, summary_document, sweep
 from loadtest.workloads import Prompt, build_workload
@@ -224,7 +227,8 @@ def run_sweep(config: SweepConfig, prompts: list[Prompt], out: Path, name: str) 
     if config.ignore_eos:  # the engine generated exactly max_tokens: count them, not the re-encoded text
         for r in records:
             r.output_tokens = config.max_tokens if r.ok else r.output_tokens
-        summary = summary_document(config, prompts, slo, summarize_levels(records, slo))
+        levels = summarize_levels(records, slo)
+        summary = summary_document(config, prompts, slo, {c: levels[c] for c in summary["levels_in_order"]})
     errors = sorted({r.error for r in records if not r.ok})
     for level in summary["levels"].values():
         level["error_messages"] = errors[:3]
@@ -267,15 +271,17 @@ def _wait_http(url: str, process: subprocess.Popen, timeout_s: float = 600) -> N
     raise TimeoutError(url)
 
 
-def run_serving_part(model_dir: Path, out: Path, report: dict, levels: tuple[int, ...]) -> None:
+def run_serving_part(model_dir: Path, out: Path, report: dict, levels: tuple[int, ...],
+                     search: Search | None = None, level_s: float = 30.0) -> None:
     from serving.__main__ import render_from_settings
     from serving.launch import start_server, stop_server, wait_ready
     from wingpt.settings import ServerSettings
 
+    most = search.maximum if search else max(levels)
     settings = ServerSettings.from_env(
         target="gpu-torch", model_dir=str(model_dir), repo_dir=str(out.parent / "gpu-capacity-repo"),
-        http_port=8400, grpc_port=8401, metrics_port=8402, max_batch_size=max(levels),
-        max_queue_size=2 * max(levels), context_window=4096, max_tokens_default=OUTPUT_TOKENS, max_tokens_limit=1024)
+        http_port=8400, grpc_port=8401, metrics_port=8402, max_batch_size=most, max_queue_size=2 * most,
+        context_window=4096, max_tokens_default=OUTPUT_TOKENS, max_tokens_limit=1024)
     memory = GpuMemory()
     report["gpu_memory_mib"] = {"idle": memory.used_mib()}
     process = start_server(render_from_settings(settings, {}), settings, out / "tritonserver.log")
@@ -284,6 +290,12 @@ def run_serving_part(model_dir: Path, out: Path, report: dict, levels: tuple[int
         report["gpu_memory_mib"]["triton_loaded"] = memory.used_mib()
         url = f"127.0.0.1:{settings.grpc_port}"
         short = build_workload("mixed", SHORT_PROMPT_TOKENS)
+        if search:
+            config = SweepConfig(target="triton", url=url, search=search, duration_s=level_s, max_tokens=OUTPUT_TOKENS,
+                                 ignore_eos=True, label="triton-torch")
+            with memory.peak(report["gpu_memory_mib"], "knee_search"):
+                report["triton_knee"] = run_sweep(config, short, out, "triton_knee")
+            return
         report["triton"] = {}
         for c in levels:
             config = SweepConfig(target="triton", url=url, concurrency=(c,), requests_per_level=max(3, 2 * c),
@@ -321,7 +333,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="graphs: only the CUDA-graph decode experiment and the direct engine")
     p.add_argument("--levels", default="1,8,32,64,128", help="concurrency levels for our stack")
     p.add_argument("--model-dir", default="", help="default: write a 7B-shaped random-weights checkpoint")
+    Search.add_flags(p)
+    p.add_argument("--level-s", type=float, default=30.0, help="with --find-capacity: seconds each level sends")
     args = p.parse_args(argv)
+    search = Search.from_args(args)
     if not torch.cuda.is_available():
         print("error: this benchmark needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -341,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         report["engine_direct_no_graph"] = engine_single_stream(model, ids, runs=2, graph=False)
         report["cuda_graph_decode"] = cuda_graph_decode(model, ids)
     if args.part in ("all", "serving"):
-        run_serving_part(model_dir, out, report, tuple(int(x) for x in args.levels.split(",")))
+        run_serving_part(model_dir, out, report, tuple(int(x) for x in args.levels.split(",")), search, args.level_s)
     report["elapsed_s"] = time.monotonic() - started
     (out / f"gpu_capacity_{args.part}.json").write_text(json.dumps(report, ensure_ascii=False, indent=1),
                                                         encoding="utf-8")

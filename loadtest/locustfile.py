@@ -8,22 +8,29 @@ given, and writes the report.) Each request fires one Locust `request` event: re
 e2e latency in ms, response_length the output tokens, and `context["record"]` carries the whole
 measurement (TTFT, TPOT, ITL inputs) made by loadtest.metrics, the same code the sweep uses. Users
 run closed-loop (no think time unless `--lt-think-s`); `StepShape` holds each user count of
-`--lt-steps` for `--lt-step-s` seconds, then stops: steady load is a single step.
+`--lt-steps` for `--lt-step-s` seconds, then stops: steady load is a single step. With
+`--lt-find-capacity` it searches the knee instead (loadtest/capacity.py): each step's user count comes
+from the SLO verdict on the steps before, and the run stops when the search is done.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import random
+import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import gevent
+from gevent.event import Event
 from grpc.experimental import gevent as grpc_gevent
-from locust import LoadTestShape, User, between, constant, events, task
+from locust import LoadTestShape, User, events, task
 from wingpt_client import WingptClient
 
-from loadtest.metrics import Recorder, RequestRecord
+from loadtest.capacity import Search, next_level
+from loadtest.metrics import Recorder, RequestRecord, Slo, level_duration_s, summarize
 from loadtest.targets import Generation, OpenAIEndpoint, error_text, send_triton_sync, stream_openai
 from loadtest.workloads import WORKLOADS, Prompt, build_workload
 
@@ -32,6 +39,12 @@ grpc_gevent.init_gevent()
 
 _records: list[dict] = []
 _shared: dict[str, object] = {}
+_search_steps: list[dict] = []  # the knee search's verdict on each step, in the order they ran
+# The knee search closes the gate at the end of a step, so no user starts a new chat until every chat of the
+# step has finished and been judged (as the sweep's workers stop at the end of a level), and opens it once the
+# next step's users are all there: every step is judged on all its requests, each tagged with its user count.
+_gate = Event()
+_in_flight = {"chats": 0}
 
 
 @events.init_command_line_parser.add_listener
@@ -57,6 +70,14 @@ def _arguments(parser) -> None:
     group.add_argument("--lt-timeout-s", type=float, default=300.0, env_var="LOADTEST_TIMEOUT_S")
     group.add_argument("--lt-out", default="build/loadtest", help="where requests.jsonl is written",
                        env_var="LOADTEST_OUT")
+    group.add_argument("--lt-find-capacity", action="store_true", help="search the knee instead of --lt-steps",
+                       env_var="LOADTEST_FIND_CAPACITY")
+    group.add_argument("--lt-start-concurrency", type=int, default=1, env_var="LOADTEST_START_CONCURRENCY")
+    group.add_argument("--lt-max-concurrency", type=int, default=64, env_var="LOADTEST_MAX_CONCURRENCY")
+    group.add_argument("--lt-resolution", type=int, default=1, env_var="LOADTEST_RESOLUTION")
+    group.add_argument("--lt-slo-ttft-ms", type=float, default=None, env_var="LOADTEST_SLO_TTFT_MS")
+    group.add_argument("--lt-slo-tpot-ms", type=float, default=None, env_var="LOADTEST_SLO_TPOT_MS")
+    group.add_argument("--lt-slo-attainment", type=float, default=None, env_var="LOADTEST_SLO_ATTAINMENT")
 
 
 def _steps(text: str) -> list[int]:
@@ -73,6 +94,12 @@ def _setup(environment, **_kwargs) -> None:
         return
     _shared["environment"] = environment
     _steps(options.lt_steps)
+    if not options.lt_find_capacity:
+        _gate.set()
+    else:
+        _shared["search"] = Search(options.lt_start_concurrency, options.lt_max_concurrency, options.lt_resolution)
+        _shared["slo"] = Slo.from_env(ttft_ms=options.lt_slo_ttft_ms, tpot_ms=options.lt_slo_tpot_ms,
+                                      attainment=options.lt_slo_attainment)
     prompts = build_workload(options.lt_workload, options.lt_prompt_tokens)
     _shared["prompts"] = itertools.cycle(prompts)
     _shared["generation"] = Generation(options.lt_max_tokens, options.lt_temperature, options.lt_ignore_eos)
@@ -97,19 +124,23 @@ def _write(environment, **_kwargs) -> None:
     with (out / "requests.jsonl").open("w", encoding="utf-8") as f:
         for record in _records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    if "search" in _shared:
+        search = {"search": asdict(_shared["search"]), "steps": _search_steps}  # type: ignore[call-overload]
+        (out / "search.json").write_text(json.dumps(search, indent=1) + "\n", encoding="utf-8")
 
 
 class _ChatUser(User):
     """One patient chatting: sends the workload's prompts in turn, one at a time."""
 
     abstract = True
-    wait_time = constant(0)
     request_type = ""
 
-    def on_start(self) -> None:
+    def wait_time(self) -> float:
+        """Between chats: the think time, after the knee search's gate opens (Locust stops a waiting user at
+        once, so a step with fewer users never waits for one parked here)."""
+        _gate.wait()
         think = self.environment.parsed_options.lt_think_s
-        if think:
-            self.wait_time = between(think / 2, think * 1.5)
+        return random.uniform(think / 2, think * 1.5) if think else 0.0
 
     @property
     def label(self) -> str:
@@ -121,6 +152,15 @@ class _ChatUser(User):
 
     @task
     def chat(self) -> None:
+        if not _gate.is_set():  # between knee-search steps: park in wait_time instead
+            return
+        _in_flight["chats"] += 1
+        try:
+            self._chat()
+        finally:
+            _in_flight["chats"] -= 1
+
+    def _chat(self) -> None:
         prompt: Prompt = next(_shared["prompts"])  # type: ignore[call-overload]
         generation: Generation = _shared["generation"]  # type: ignore[assignment]
         recorder = Recorder(self.label, prompt.name, self.environment.runner.user_count, prompt.prompt_tokens,
@@ -166,13 +206,51 @@ class OpenAIChatUser(_ChatUser):
         stream_openai(endpoint, generation.openai_body(endpoint.model, prompt.as_messages()), recorder.delta)
 
 
+def _judge_step(users: int) -> bool:
+    """The SLO verdict on one step, from all its requests (the gate kept new ones out until they finished)."""
+    records = [RequestRecord.from_json(r) for r in _records if r["concurrency"] == users]
+    summary = summarize(records, level_duration_s(records), _shared["slo"])  # type: ignore[arg-type]
+    _search_steps.append({"users": users, "judged_requests": len(records), "meets_slo": summary["meets_slo"],
+                          "slo_attainment": summary["slo_attainment"]})
+    print(f"knee search: {users} users, {len(records)} requests, SLO "
+          f"{'met' if summary['meets_slo'] else 'missed'} ({100 * summary['slo_attainment']:.0f}%)", file=sys.stderr)
+    return summary["meets_slo"]
+
+
 class StepShape(LoadTestShape):
-    """Each user count of `--lt-steps` for `--lt-step-s` seconds, all users started at once, then stop."""
+    """Each user count of `--lt-steps` for `--lt-step-s` seconds, all users started at once, then stop; with
+    `--lt-find-capacity`, the user counts of the knee search: each step sends for `--lt-step-s` seconds, then
+    drains (gate closed) and is judged, and the next step's users are started before the gate opens again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._users: int | None = None  # the knee search's current step
+        self._phase = "switching"  # switching -> sending -> draining -> (judged) switching ...
+        self._step_started = 0.0
+        self._verdicts: dict[int, bool] = {}
 
     def tick(self) -> tuple[int, float] | None:
         options = self.runner.environment.parsed_options
+        if options.lt_find_capacity:
+            return self._search_tick(options.lt_step_s)
         steps = _steps(options.lt_steps)
         index = int(self.get_run_time() // options.lt_step_s)
         if index >= len(steps):
             return None
         return steps[index], float(steps[index])
+
+    def _search_tick(self, step_s: float) -> tuple[int, float] | None:
+        now = self.get_run_time()
+        if self._users is None:  # the first tick: start the first step's users behind the closed gate
+            self._users = next_level(self._verdicts, _shared["search"])  # type: ignore[arg-type]
+        elif self._phase == "switching":  # the runner has set the user count since the last tick
+            _gate.set()
+            self._phase, self._step_started = "sending", now
+        elif self._phase == "sending" and now - self._step_started >= step_s:
+            _gate.clear()
+            self._phase = "draining"
+        if self._phase == "draining" and not _in_flight["chats"]:
+            self._verdicts[self._users] = _judge_step(self._users)
+            self._users = next_level(self._verdicts, _shared["search"])  # type: ignore[arg-type]
+            self._phase = "switching"
+        return None if self._users is None else (self._users, float(self._users))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import math
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -212,31 +211,3 @@ def summarize_levels(records: Iterable[RequestRecord], slo: Slo) -> dict[int, di
     for r in records:
         groups.setdefault(r.concurrency, []).append(r)
     return {c: summarize(group, level_duration_s(group), slo) for c, group in sorted(groups.items())}
-
-
-@dataclass(frozen=True)
-class Capacity:
-    """The capacity answer: the highest concurrency meeting the SLO, and replicas for a patient count."""
-
-    max_concurrency: int | None
-    patients: int
-    replicas: int | None
-
-    def line(self, engine: str) -> str:
-        if self.max_concurrency is None:
-            return (f"No tested concurrency met the SLO on {engine}: no replica count can be planned from this run "
-                    "(lower the load, relax the SLO, or use a faster engine).")
-        return (f"{self.replicas} replica(s) of this engine ({engine}) for {self.patients} concurrent patients "
-                f"(each meets the SLO at up to {self.max_concurrency} concurrent chats).")
-
-
-def capacity(levels: dict[int, dict], patients: int) -> Capacity:
-    """Highest concurrency whose summary meets the SLO, counting only levels below the first that fails
-    (a level that passes above a failing one is luck, not capacity)."""
-    best = None
-    for concurrency in sorted(levels):
-        if not levels[concurrency]["meets_slo"]:
-            break
-        best = concurrency
-    replicas = None if best is None else math.ceil(patients / best)
-    return Capacity(best, patients, replicas)

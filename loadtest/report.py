@@ -1,11 +1,12 @@
 """Report from recorded requests: JSON summary, Markdown and HTML with PNG plots against concurrency.
 
-    python -m loadtest.report build/loadtest [--slo-ttft-ms 1000 --slo-tpot-ms 50 --patients 500]
+    python -m loadtest.report build/loadtest [--slo-ttft-ms 1000 --slo-tpot-ms 50 --patients 500 --profile 7b-int4]
 
 Reads `requests.jsonl` (written by the Locust run, the sweep runner or `make compare`) from the run
 directory and writes `summary.json`, `report.md`, `report.html`, `latency.png` and `throughput.png`
 next to it. Works as well on a sweep directory copied back from a GPU machine: the plots are made
-here from the same records.
+here from the same records. The knee (loadtest/capacity.py) is read from the records' levels and marked
+in the plots and the table.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from loadtest.metrics import RequestRecord, Slo, capacity, summarize, summarize_levels
+from loadtest.capacity import DEFAULT_PROFILE, PROFILES, Search, capacity_answer, knee_marks
+from loadtest.metrics import RequestRecord, Slo, summarize, summarize_levels
 
 LATENCY_PLOTS = (("ttft", "TTFT"), ("tpot", "TPOT"), ("e2el", "e2e latency"))
 
@@ -28,28 +30,35 @@ def load_records(path: Path) -> list[RequestRecord]:
         return [RequestRecord.from_json(json.loads(line)) for line in f if line.strip()]
 
 
-def system_summary(name: str, records: Sequence[RequestRecord], slo: Slo, patients: int) -> dict:
+def system_summary(name: str, records: Sequence[RequestRecord], slo: Slo, patients: int,
+                   profile: str = DEFAULT_PROFILE, search: Search | None = None) -> dict:
     """Levels, overall figures and the capacity answer of one system."""
     levels = summarize_levels(records, slo)
-    cap = capacity(levels, patients)
     overall = summarize(records, sum(s["duration_s"] for s in levels.values()), slo)
     return {"target": name, "slo": asdict(slo), "levels": {str(c): s for c, s in levels.items()},
-            "overall": overall, "capacity": {**asdict(cap), "line": cap.line(name)},
+            "overall": overall, "capacity": capacity_answer(name, levels, patients, profile, search),
             "prompt_tokens": sorted({r.prompt_tokens for r in records})}
 
 
 def plot(systems: dict[str, dict], out: Path, slo: Slo) -> list[str]:
-    """latency.png and throughput.png: one line per system, x = concurrent users (log2 scale)."""
+    """latency.png and throughput.png: one line per system, x = concurrent users (log2 scale); the knee of each
+    system is a vertical line (solid: bracketed by a failing level, which is dotted; dashed: "at least")."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     levels = sorted({int(c) for summary in systems.values() for c in summary["levels"]})
+    ticks: list[int] = []  # bisected levels crowd on a log axis: label those at least 25% apart
+    for c in levels:
+        if not ticks or c >= 1.25 * ticks[-1]:
+            ticks.append(c)
 
     def users_axis(ax: object) -> None:
+        for index, (name, summary) in enumerate(systems.items()):
+            mark_knee(ax, name, summary["capacity"], f"C{index}")
         ax.set_xscale("log", base=2)  # type: ignore[attr-defined]
-        ax.set_xticks(levels, [str(c) for c in levels])  # type: ignore[attr-defined]
+        ax.set_xticks(ticks, [str(c) for c in ticks])  # type: ignore[attr-defined]
         ax.grid(True, which="both", alpha=0.3)  # type: ignore[attr-defined]
         ax.legend(fontsize=7)  # type: ignore[attr-defined]
 
@@ -91,6 +100,17 @@ def plot(systems: dict[str, dict], out: Path, slo: Slo) -> list[str]:
     return ["latency.png", "throughput.png"]
 
 
+def mark_knee(ax: object, name: str, cap: dict, color: str) -> None:
+    """Vertical lines at the knee and at the first failing level."""
+    if cap["knee"] is not None:
+        label = f"{name} knee {cap['knee']}" if cap["status"] == "knee" else f"{name} at least {cap['knee']}"
+        ax.axvline(cap["knee"], color=color, alpha=0.6, linewidth=1.5,  # type: ignore[attr-defined]
+                   linestyle="-" if cap["status"] == "knee" else "--", label=label)
+    if cap["first_failing"] is not None:
+        ax.axvline(cap["first_failing"], color=color, alpha=0.6, linewidth=1.5,  # type: ignore[attr-defined]
+                   linestyle=":", label=f"{name} fails at {cap['first_failing']}")
+
+
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -107,8 +127,9 @@ LEVEL_COLUMNS = (
 
 def level_rows(summary: dict) -> list[list[str]]:
     rows = []
+    marks = knee_marks(summary)
     for c, s in summary["levels"].items():
-        row = [c]
+        row = [c + marks.get(c, "").replace("  <-", " ←")]
         for _, key in LEVEL_COLUMNS[1:]:
             value = s[key]
             if key == "slo_attainment":
@@ -154,7 +175,7 @@ def write_report(run_dir: Path, summary: dict, command: str = "") -> None:
     lines = [f"# Load test: {summary['target']}", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
-    lines += [f"SLO: {slo_text(summary['slo'])}.", "", f"**Capacity:** {summary['capacity']['line']}", "",
+    lines += [f"SLO: {slo_text(summary['slo'])}.", "", "## Capacity", "", summary["capacity"]["line"], "",
               markdown_table(header, rows), "",
               f"Prompt tokens (templated): {summary['prompt_tokens']}. Latencies in ms; users = concurrent "
               "closed-loop users when each request started.", ""]
@@ -166,7 +187,7 @@ def write_report(run_dir: Path, summary: dict, command: str = "") -> None:
     if command:
         body.append(f"<p>Command: <code>{html.escape(command)}</code></p>")
     body += [f"<p>SLO: {html.escape(slo_text(summary['slo']))}.</p>",
-             f"<p><b>Capacity:</b> {html.escape(summary['capacity']['line'])}</p>", html_table(header, rows)]
+             f"<h2>Capacity</h2><p>{html.escape(summary['capacity']['line'])}</p>", html_table(header, rows)]
     body += [f'<p><img src="{p}" alt="{p}"></p>' for p in plots]
     if locust:
         body.append("<p>Locust's own files: " + ", ".join(f'<a href="{p}">{p}</a>' for p in locust) + "</p>")
@@ -182,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--label", default="", help="system name (default: the records' target)")
     Slo.add_flags(p)
     p.add_argument("--patients", type=int, default=500)
+    p.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE,
+                   help="the chart profile the replica plan is for (GPUs per replica, PodDisruptionBudget)")
     p.add_argument("--command", default="", help="the command that made the run, shown in the report")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     run_dir = Path(args.run_dir)
@@ -194,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not records:
         print(f"error: {run_dir / 'requests.jsonl'} holds no requests", file=sys.stderr)
         return 2
-    summary = system_summary(args.label or records[0].target, records, slo, args.patients)
+    summary = system_summary(args.label or records[0].target, records, slo, args.patients, args.profile)
     write_report(run_dir, summary, args.command)
     print(summary["capacity"]["line"])
     print(json.dumps(summary, ensure_ascii=False))

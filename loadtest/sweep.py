@@ -3,14 +3,18 @@
     python -m loadtest.sweep --target triton --url 127.0.0.1:8001 --concurrency 1,8,32 \\
         --requests-per-level 64 --workload seed5 --max-tokens 256 --prompt-tokens 128 --out build/sweep
     python -m loadtest.sweep --target openai --url http://127.0.0.1:9000/v1 --model wingpt2 ...
+    python -m loadtest.sweep --url 127.0.0.1:8001 --find-capacity --max-concurrency 128 --resolution 4 ...
 
 For each level, `c` asyncio workers each send one request at a time (closed loop) until
 `--requests-per-level` requests have been sent (or `--duration-s` has passed), prompts taken
-round-robin from the workload. Prints a table, then one JSON line; writes `summary.json` and
-`requests.jsonl` (every request's timings, what `python -m loadtest.report` plots) into `--out`.
+round-robin from the workload. With `--find-capacity` the levels are not given but searched
+(loadtest/capacity.py): doubled from `--start-concurrency` until the SLO fails or `--max-concurrency`
+is reached, then bisected to `--resolution`; the summary names the knee. Prints a table, then one
+JSON line; writes `summary.json` and `requests.jsonl` (every request's timings, what
+`python -m loadtest.report` plots) into `--out`.
 
-Imports only the standard library, numpy, wingpt/ and wingpt_client (tritonclient, grpcio): it runs
-on a GPU machine that has no Locust, gevent or matplotlib.
+Imports only the standard library, numpy, PyYAML (the chart's profiles; transformers needs it too), wingpt/
+and wingpt_client (tritonclient, grpcio): it runs on a GPU machine that has no Locust, gevent or matplotlib.
 """
 
 from __future__ import annotations
@@ -28,7 +32,16 @@ from pathlib import Path
 
 from wingpt_client import WingptClientError
 
-from loadtest.metrics import Recorder, RequestRecord, Slo, capacity, summarize_levels
+from loadtest.capacity import (
+    DEFAULT_PROFILE,
+    PROFILES,
+    Search,
+    capacity_answer,
+    chart_profile,
+    knee_marks,
+    next_level,
+)
+from loadtest.metrics import Recorder, RequestRecord, Slo, summarize_levels
 from loadtest.targets import (
     TARGET_KINDS,
     AsyncTarget,
@@ -48,7 +61,7 @@ class SweepConfig:
 
     target: str
     url: str
-    concurrency: tuple[int, ...]
+    concurrency: tuple[int, ...] = ()  # the levels; empty when `search` finds them
     workload: str = "seed5"
     requests_per_level: int = 0
     duration_s: float = 0.0
@@ -62,11 +75,15 @@ class SweepConfig:
     timeout_s: float = 600.0
     patients: int = 500
     label: str = ""
+    search: Search | None = None
+    profile: str = DEFAULT_PROFILE
 
     def __post_init__(self) -> None:
         if self.target not in TARGET_KINDS:
             raise ValueError(f"--target must be one of {', '.join(TARGET_KINDS)}, got {self.target!r}")
-        if not self.concurrency or min(self.concurrency) < 1:
+        if self.search is not None and self.concurrency:
+            raise ValueError("give either --concurrency levels or --find-capacity, not both")
+        if self.search is None and (not self.concurrency or min(self.concurrency) < 1):
             raise ValueError(f"--concurrency needs levels >= 1, got {self.concurrency}")
         if (self.requests_per_level > 0) == (self.duration_s > 0):
             raise ValueError("give exactly one of --requests-per-level N (> 0) or --duration-s S (> 0)")
@@ -74,6 +91,11 @@ class SweepConfig:
             raise ValueError(f"--max-tokens must be >= 1, got {self.max_tokens}")
         if self.patients < 1:
             raise ValueError(f"--patients must be >= 1, got {self.patients}")
+        chart_profile(self.profile)
+
+    @property
+    def most_concurrent(self) -> int:
+        return self.search.maximum if self.search else max(self.concurrency)
 
     @property
     def name(self) -> str:
@@ -88,7 +110,7 @@ def make_target(config: SweepConfig) -> AsyncTarget:
     if config.target == "triton":
         return TritonTarget(config.url, config.timeout_s, name=config.name)
     endpoint = OpenAIEndpoint(config.url, config.model, config.api_key_env, config.timeout_s)
-    return OpenAITarget(endpoint, max(config.concurrency), name=config.name)
+    return OpenAITarget(endpoint, config.most_concurrent, name=config.name)
 
 
 async def send_one(target: AsyncTarget, prompt: Prompt, generation: Generation, concurrency: int) -> RequestRecord:
@@ -124,7 +146,7 @@ async def run_level(target: AsyncTarget, prompts: Iterator[Prompt], generation: 
 
 async def sweep(config: SweepConfig, prompts: Sequence[Prompt], slo: Slo,
                 log: Callable[[str], None] | None = None) -> tuple[dict, list[RequestRecord]]:
-    """Run every level against one target; returns (summary, all records)."""
+    """Run every level (given, or found by the knee search) against one target; returns (summary, all records)."""
     target = make_target(config)
     generation = config.generation()
     cycle = itertools.cycle(prompts)
@@ -134,21 +156,24 @@ async def sweep(config: SweepConfig, prompts: Sequence[Prompt], slo: Slo,
         await target.check()
         if config.warmup:
             await run_level(target, cycle, generation, 1, requests=config.warmup)
-        for concurrency in config.concurrency:
+        given = iter(config.concurrency)
+        while (concurrency := next(given, None) if config.search is None
+               else next_level({c: s["meets_slo"] for c, s in levels.items()}, config.search)) is not None:
             level = await run_level(target, cycle, generation, concurrency,
                                     requests=config.requests_per_level, duration_s=config.duration_s)
             levels.update(summarize_levels(level, slo))
             records += level
             if log:
-                log(f"  concurrency {concurrency}: {len(level)} requests, "
-                    f"{levels[concurrency]['failed']} failed, {levels[concurrency]['output_throughput']:.1f} tok/s")
+                s = levels[concurrency]
+                log(f"  concurrency {concurrency}: {len(level)} requests, {s['failed']} failed, "
+                    f"{s['output_throughput']:.1f} tok/s, SLO {'met' if s['meets_slo'] else 'missed'} "
+                    f"({100 * s['slo_attainment']:.0f}%)")
     finally:
         await target.aclose()
     return summary_document(config, prompts, slo, levels), records
 
 
 def summary_document(config: SweepConfig, prompts: Sequence[Prompt], slo: Slo, levels: dict[int, dict]) -> dict:
-    cap = capacity(levels, config.patients)
     return {
         "bench": "loadtest.sweep",
         "target": config.name,
@@ -156,8 +181,9 @@ def summary_document(config: SweepConfig, prompts: Sequence[Prompt], slo: Slo, l
         "slo": asdict(slo),
         "prompt_tokens": sorted({p.prompt_tokens for p in prompts}),
         "machine": {"client": platform.node(), "python": platform.python_version(), "arch": platform.machine()},
-        "levels": {str(c): s for c, s in levels.items()},
-        "capacity": {**asdict(cap), "line": cap.line(config.name)},
+        "levels": {str(c): levels[c] for c in sorted(levels)},
+        "levels_in_order": list(levels),
+        "capacity": capacity_answer(config.name, levels, config.patients, config.profile, config.search),
     }
 
 
@@ -177,7 +203,7 @@ def format_table(summary: dict) -> str:
             f"{_ms(s['median_tpot_ms']):>9} {_ms(s['p95_tpot_ms']):>7} {_ms(s['median_itl_ms']):>8} "
             f"{_ms(s['median_e2el_ms']):>8} {_ms(s['p95_e2el_ms']):>8} {_ms(s['p99_e2el_ms']):>8} "
             f"{s['output_throughput']:>10.1f} {s['request_throughput']:>7.2f} {s['request_goodput']:>8.2f} "
-            f"{100 * s['slo_attainment']:>5.0f} {s['mean_output_tokens']:>8.1f}")
+            f"{100 * s['slo_attainment']:>5.0f} {s['mean_output_tokens']:>8.1f}{knee_marks(summary).get(c, '')}")
     slo = summary["slo"]
     lines.append(f"SLO: TTFT <= {slo['ttft_ms']:g} ms and TPOT <= {slo['tpot_ms']:g} ms for "
                  f">= {100 * slo['attainment']:g}% of requests")
@@ -208,7 +234,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--model", default="wingpt2", help="openai: model name sent in each request")
     p.add_argument("--api-key-env", default="", help="openai: environment variable holding the API key")
     p.add_argument("--label", default="", help="name of this system in reports (default: the target kind)")
-    p.add_argument("--concurrency", type=_levels, default=(1, 8, 32), help="levels, e.g. 1,8,32,64,128")
+    p.add_argument("--concurrency", type=_levels, default=None,
+                   help="levels, e.g. 1,8,32,64,128 (default 1,8,32; or --find-capacity)")
     p.add_argument("--requests-per-level", type=int, default=0, help="requests sent at each level")
     p.add_argument("--duration-s", type=float, default=0.0, help="or: seconds each level keeps sending")
     p.add_argument("--warmup", type=int, default=1, help="requests sent (one at a time) before the first level")
@@ -222,7 +249,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         "where the client exposes end_id)")
     p.add_argument("--timeout-s", type=float, default=600.0, help="per-request deadline")
     Slo.add_flags(p)
+    Search.add_flags(p)
     p.add_argument("--patients", type=int, default=500, help="concurrent patients for the planner line")
+    p.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE,
+                   help="the chart profile the replica plan is for (GPUs per replica, PodDisruptionBudget)")
     p.add_argument("--out", default="build/loadtest-sweep", help="directory for summary.json and requests.jsonl")
     return p.parse_args(argv)
 
@@ -230,12 +260,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        search = Search.from_args(args)
+        levels = args.concurrency if args.concurrency is not None else (() if search else (1, 8, 32))
         config = SweepConfig(
-            target=args.target, url=args.url, concurrency=args.concurrency, workload=args.workload,
+            target=args.target, url=args.url, concurrency=levels, workload=args.workload,
             requests_per_level=args.requests_per_level, duration_s=args.duration_s, warmup=args.warmup,
             max_tokens=args.max_tokens, prompt_tokens=args.prompt_tokens, temperature=args.temperature,
             ignore_eos=args.ignore_eos, model=args.model, api_key_env=args.api_key_env, timeout_s=args.timeout_s,
-            patients=args.patients, label=args.label)
+            patients=args.patients, label=args.label, search=search, profile=args.profile)
         slo = Slo.from_args(args)
         prompts = build_workload(config.workload, config.prompt_tokens)
     except ValueError as exc:
@@ -243,7 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"sweep: {config.name} at {config.url}, workload {config.workload} ({len(prompts)} prompts, "
           f"{min(p.prompt_tokens for p in prompts)}-{max(p.prompt_tokens for p in prompts)} prompt tokens), "
-          f"max_tokens {config.max_tokens}, levels {','.join(map(str, config.concurrency))}", file=sys.stderr)
+          f"max_tokens {config.max_tokens}, " + (f"levels {','.join(map(str, config.concurrency))}" if not search else
+          f"knee search {search.start}..{search.maximum} to {search.resolution} user(s)"), file=sys.stderr)
     try:
         summary, records = asyncio.run(sweep(config, prompts, slo, log=lambda m: print(m, file=sys.stderr)))
     except (TargetError, WingptClientError) as exc:

@@ -1,11 +1,11 @@
 # loadtest/: Locust capacity planning and side-by-side comparison with baselines (docs/loadtest.md).
-#   make loadtest [LOADTEST_URL=host:port] [LOADTEST_ARGS="--steps 1,2,4,8 --step-s 15 ..."]
+#   make loadtest [LOADTEST_URL=host:port] [LOADTEST_ARGS="--steps 1,2,4,8 --step-s 15 ..."]  (default: the knee search)
 #   make compare  [COMPARE_URL=host:port] [COMPARE_ARGS="--baseline kimi=https://...,model=...,key_env=VAR ..."]
 # Without a URL each starts its own Triton (embedded default, loopback, free ports) and stops it after.
 # Reports: build/loadtest/report.html, build/compare/compare.html. SLOs: LOADTEST_SLO_TTFT_MS, LOADTEST_SLO_TPOT_MS.
 LOADTEST_URL ?=
 COMPARE_URL ?=
-LOADTEST_ARGS ?=
+LOADTEST_ARGS ?= --find-capacity --max-concurrency 32
 COMPARE_ARGS ?=
 
 .PHONY: loadtest compare

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,3 +27,12 @@ class RunningServer:
 
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def engine_requests(self, request_type: str) -> float:
+        """The engine's `nv_trt_llm_request_metrics` count of one type (active, waiting, ...), from /metrics."""
+        text = urllib.request.urlopen(self.metrics_url, timeout=5).read().decode()
+        for line in text.splitlines():
+            match = re.match(r"nv_trt_llm_request_metrics\{(.*)\} (\S+)$", line)
+            if match and f'request_type="{request_type}"' in match.group(1).split(","):
+                return float(match.group(2))
+        raise KeyError(f"nv_trt_llm_request_metrics{{request_type={request_type!r}}} not in the metrics")

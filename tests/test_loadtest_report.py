@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 
-from loadtest.metrics import RequestRecord, Slo, capacity, count_tokens, summarize, summarize_levels
+from loadtest.capacity import Search, capacity_answer, chart_profile, find_knee, next_level, plan_replicas
+from loadtest.metrics import RequestRecord, Slo, count_tokens, summarize, summarize_levels
 from loadtest.report import system_summary, write_report
 from loadtest.workloads import build_workload, pad_to_tokens, prompt_tokens
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _record(concurrency: int, start: float, deltas: list[float], end: float, tokens: int,
@@ -52,17 +57,114 @@ def test_summary_figures_on_fixed_records() -> None:
     assert s["share_at_max_tokens"] == 0.0
 
 
-def test_levels_capacity_and_planner_line() -> None:
+def test_levels_are_grouped_by_concurrency_and_judged_against_the_slo() -> None:
     fast = [_record(c, float(i), [i + 0.05, i + 0.06], i + 0.3, tokens=10) for c in (1, 2) for i in range(4)]
     slow = [_record(4, float(i), [i + 2.0], i + 3.0, tokens=10) for i in range(4)]
     levels = summarize_levels(fast + slow, Slo())
     assert sorted(levels) == [1, 2, 4]
     assert levels[1]["duration_s"] == pytest.approx(3.3)  # first start to last end
     assert [levels[c]["meets_slo"] for c in (1, 2, 4)] == [True, True, False]
-    cap = capacity(levels, patients=500)
-    assert (cap.max_concurrency, cap.replicas) == (2, 250)
-    assert cap.line("triton").startswith("250 replica(s) of this engine (triton) for 500 concurrent patients")
-    assert capacity({1: {"meets_slo": False}, 2: {"meets_slo": True}}, 10).max_concurrency is None
+
+
+def _recorded_run(levels: Sequence[int], knee: int) -> list[RequestRecord]:
+    """Four requests per level: 50 ms TTFT up to `knee`, 2 s beyond it (over the default 1 s SLO)."""
+    records = []
+    for c in levels:
+        ttft = 0.05 if c <= knee else 2.0
+        records += [_record(c, float(i), [i + ttft, i + ttft + 0.01], i + ttft + 0.1, tokens=10) for i in range(4)]
+    return records
+
+
+def _search(passes: Callable[[int], bool], search: Search) -> list[int]:
+    """The levels the knee search measures against a system where `passes(c)` says whether c meets the SLO."""
+    verdicts: dict[int, bool] = {}
+    while (level := next_level(verdicts, search)) is not None:
+        assert level not in verdicts, "a level is measured once"
+        verdicts[level] = passes(level)
+    return list(verdicts)
+
+
+def test_the_search_doubles_until_the_slo_fails_then_bisects_to_the_resolution() -> None:
+    assert _search(lambda c: c <= 13, Search(1, 64, 1)) == [1, 2, 4, 8, 16, 12, 14, 13]
+    assert _search(lambda c: c <= 13, Search(1, 64, 4)) == [1, 2, 4, 8, 16, 12]  # 12 passes, 16 fails: 4 apart
+    assert _search(lambda c: c <= 3, Search(8, 64, 1)) == [8, 4, 2, 3]  # the start fails: halve, then bisect
+    assert _search(lambda c: False, Search(4, 64, 1)) == [4, 2, 1]  # nothing meets it, down to 1
+    assert _search(lambda c: True, Search(1, 20, 1)) == [1, 2, 4, 8, 16, 20]  # bounded by the maximum
+    with pytest.raises(ValueError, match="--max-concurrency"):
+        Search(8, 4, 1)
+    with pytest.raises(ValueError, match="--resolution"):
+        Search(1, 8, 0)
+
+
+def test_a_run_that_fails_reports_the_bisected_knee_with_the_figures_either_side(tmp_path) -> None:
+    order = _search(lambda c: c <= 13, Search(1, 64, 1))
+    summary = system_summary("triton", _recorded_run(order, knee=13), Slo(), patients=500,
+                             search=Search(1, 64, 1))
+    cap = summary["capacity"]
+    assert (cap["status"], cap["knee"], cap["first_failing"], cap["tried_up_to"]) == ("knee", 13, 14, 16)
+    assert cap["below"]["slo_attainment"] == 1.0 and cap["below"]["p95_ttft_ms"] == pytest.approx(50.0)
+    assert cap["above"]["slo_attainment"] == 0.0 and cap["above"]["p95_ttft_ms"] == pytest.approx(2000.0)
+    assert cap["line"].startswith("Capacity of triton: 13 concurrent chats per replica meet the SLO "
+                                  "(knee between 13 and 14; at 13: 100% of 4 requests met it, TTFT p95 50 ms")
+    # ceil(500 / 13) = 39 serving + 1 spare (PodDisruptionBudget maxUnavailable 1) = 40, one GPU each (7B INT4)
+    assert (cap["plan"]["serving_replicas"], cap["plan"]["replicas"], cap["plan"]["gpus"]) == (39, 40, 40)
+    assert cap["plan"]["upper_bound"] is False
+    assert "40 replica(s) = ceil(500 / 13) = 39 serving + 1 spare" in cap["line"] and "at most" not in cap["line"]
+    write_report(tmp_path, summary)
+    md = (tmp_path / "report.md").read_text()
+    assert "| 13 ← knee |" in md and "| 14 ← first failing |" in md
+
+
+def test_a_run_that_never_fails_reports_at_least_and_an_upper_bound_replica_count(tmp_path) -> None:
+    summary = system_summary("triton", _recorded_run([1, 2, 4, 8], knee=1000), Slo(), patients=500)
+    cap = summary["capacity"]
+    assert (cap["status"], cap["knee"], cap["first_failing"]) == ("at_least", 8, None)
+    assert cap["line"].startswith("Capacity of triton: at least 8 concurrent chats per replica "
+                                  "(the SLO held at every level tried up to 8")
+    assert cap["plan"]["upper_bound"] is True
+    assert "at most 64 replica(s) = ceil(500 / 8) = 63 serving + 1 spare" in cap["line"]
+    assert "An upper bound" in cap["line"]
+    write_report(tmp_path, summary)
+    assert "| 8 ← at least (nothing failed) |" in (tmp_path / "report.md").read_text()
+
+
+def test_levels_passing_above_the_first_failure_do_not_count() -> None:
+    levels = {1: {"meets_slo": True}, 2: {"meets_slo": False}, 4: {"meets_slo": True}}
+    knee = find_knee(levels)
+    assert (knee.status, knee.concurrency, knee.first_failing, knee.not_counted) == ("knee", 1, 2, (4,))
+    nothing = capacity_answer("sys", {1: {"meets_slo": False}, 2: {"meets_slo": True}}, 10)
+    assert (nothing["status"], nothing["knee"], nothing["plan"]) == ("none", None, None)
+    assert nothing["line"].startswith("No tested concurrency met the SLO on sys (it failed already at 1")
+
+
+def test_replicas_add_the_disruption_budget_spare_and_gpus_follow_the_chart_profile() -> None:
+    seven = plan_replicas(500, 32, "7b-int4")
+    assert (seven.serving_replicas, seven.replicas, seven.gpus) == (16, 17, 17)  # ceil(500/32) + 1, 1 GPU each
+    fourteen = plan_replicas(500, 32, "14b-tp2")
+    assert (fourteen.replicas, fourteen.gpus) == (17, 34)  # tensor parallel 2: two GPUs per replica
+    assert (plan_replicas(64, 32).serving_replicas, plan_replicas(64, 32).replicas) == (2, 3)  # exact division
+    assert plan_replicas(500, 32, "cpu-dev").gpus == 0
+    assert [chart_profile(p).gpus_per_replica for p in ("7b-int4", "14b-tp2")] == [1, 2]
+    assert chart_profile("7b-int4").spare_replicas == 1  # pdb.maxUnavailable of helm/wingpt/values.yaml
+    with pytest.raises(ValueError, match="--profile"):
+        plan_replicas(500, 32, "70b")
+    with pytest.raises(ValueError, match="--per-replica"):
+        plan_replicas(500, 0)
+
+
+def test_the_readme_and_the_helm_docs_quote_the_replica_function() -> None:
+    """Their examples are this function's output, so a change to the chart's budget or the formula shows here."""
+    def text(name: str) -> str:
+        return " ".join((ROOT / name).read_text(encoding="utf-8").split())
+
+    def quoted(patients: int, knee: int, profile: str = "7b-int4") -> str:
+        plan = plan_replicas(patients, knee, profile)
+        return (f"ceil({patients} / {knee}) = {plan.serving_replicas} serving + {plan.profile.spare_replicas} spare "
+                f"= {plan.replicas} replicas, {plan.gpus} GPUs")
+
+    assert quoted(500, 32) in text("README.md")
+    assert quoted(500, 40) in text("docs/helm.md")
+    assert f"{plan_replicas(500, 40, '14b-tp2').gpus} GPUs for 14B tp 2" in text("docs/helm.md")
 
 
 def test_report_files_and_numbers(tmp_path) -> None:
@@ -74,9 +176,9 @@ def test_report_files_and_numbers(tmp_path) -> None:
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["levels"]["1"]["median_ttft_ms"] == pytest.approx(100.0)
     assert saved["levels"]["2"]["median_tpot_ms"] == pytest.approx(900 / 8)
-    assert saved["capacity"]["replicas"] == 4  # ceil(7 / 2)
+    assert saved["capacity"]["plan"]["replicas"] == 5  # ceil(7 / 2) + 1 spare
     md = (tmp_path / "report.md").read_text()
-    assert "| 1 | 3 | 0 | 100.0 |" in md and "4 replica(s)" in md and "make loadtest" in md
+    assert "| 1 | 3 | 0 | 100.0 |" in md and "at most 5 replica(s)" in md and "make loadtest" in md
     assert (tmp_path / "latency.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -1,9 +1,10 @@
-"""Against the session's real Triton server: the sweep runner, a short headless Locust run with its
-report, and the seed-style baseline giving the same greedy answer as the deployment."""
+"""Against the session's real Triton server: the sweep runner and its knee search, a short headless Locust
+run with its report, and the seed-style baseline giving the same greedy answer as the deployment."""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -46,7 +47,50 @@ def test_sweep_runner_reports_every_level(triton_server, tmp_path: Path, capsys:
     records = _records(out / "requests.jsonl")
     assert len(records) == 12 and {r.concurrency for r in records} == {1, 3}
     assert all(r.output_tokens > 0 and r.text for r in records)
-    assert "replica(s)" in summary["capacity"]["line"] or "No tested concurrency" in summary["capacity"]["line"]
+    assert summary["capacity"]["status"] in ("knee", "at_least", "none")  # the default SLO on a shared CI box
+    assert summary["capacity"]["line"].startswith(("Capacity of triton:", "No tested concurrency"))
+
+
+def _wait_idle(server, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while server.engine_requests("active") or server.engine_requests("waiting"):
+        assert time.monotonic() < deadline, "the engine is still busy with an earlier test's requests"
+        time.sleep(0.1)
+
+
+def test_find_capacity_ends_at_a_failing_level_and_reports_the_knee_below_it(
+        triton_server, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Deterministic by construction, whatever the machine's speed. The SLO counts only errors (attainment
+    100 %, latency bounds of an hour). The session server's engine holds at most 4 running and 8 waiting
+    requests and refuses at once (OverloadedError) a request that finds 8 waiting. With 8 users a request
+    finds at most 7 others anywhere, so no level up to 8 can be refused: the search starts there and passes.
+    At 16 users (and 32) the first wave is 16 requests sent together, each generating exactly 64 tokens, and
+    at most 12 of them fit until one has finished all its tokens, so at least 4 are refused (the wave reaches
+    the engine long before 64 decode steps are done): the search ends at a failing level above the knee."""
+    _wait_idle(triton_server)
+    out = tmp_path / "knee"
+    code = sweep.main(["--target", "triton", "--url", triton_server.grpc_url, "--find-capacity",
+                       "--start-concurrency", "8", "--max-concurrency", "32", "--resolution", "4",
+                       "--requests-per-level", "16", "--warmup", "0", "--workload", "seed5", "--max-tokens", "64",
+                       "--ignore-eos", "--slo-ttft-ms", "3600000", "--slo-tpot-ms", "3600000",
+                       "--slo-attainment", "1", "--patients", "100", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out.splitlines()
+    summary = json.loads(printed[-1])
+    assert summary == json.loads((out / "summary.json").read_text())
+    cap = summary["capacity"]
+    assert cap["status"] == "knee" and cap["search"] == {"start": 8, "maximum": 32, "resolution": 4}
+    assert 8 <= cap["knee"] < cap["first_failing"] <= 32
+    assert cap["first_failing"] - cap["knee"] <= 4  # bisected to the resolution
+    assert summary["levels_in_order"][0] == 8 and cap["first_failing"] in summary["levels_in_order"]
+    failing = summary["levels"][str(cap["first_failing"])]
+    assert failing["meets_slo"] is False and failing["errors"].get("OverloadedError", 0) > 0
+    assert cap["above"]["failed"] == failing["failed"] > 0
+    knee = summary["levels"][str(cap["knee"])]
+    assert knee["meets_slo"] is True and knee["failed"] == 0 and cap["below"]["slo_attainment"] == 1.0
+    assert cap["line"].startswith(f"Capacity of triton: {cap['knee']} concurrent chats per replica meet the SLO")
+    assert cap["plan"]["replicas"] == math.ceil(100 / cap["knee"]) + 1 and cap["plan"]["upper_bound"] is False
+    assert any(line.startswith(f"{cap['knee']:>5}") and line.endswith("<- knee") for line in printed)
 
 
 def test_sweep_says_what_it_cannot_do(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -56,15 +100,16 @@ def test_sweep_says_what_it_cannot_do(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "cannot be used" in capsys.readouterr().err
 
 
-def test_headless_locust_run_writes_every_report_file(triton_server, tmp_path: Path) -> None:
+def test_headless_locust_knee_search_writes_every_report_file(triton_server, tmp_path: Path) -> None:
     out = tmp_path / "loadtest"
-    code = run.main(["--url", triton_server.grpc_url, "--steps", "1,2", "--step-s", "5", "--max-tokens", "12",
-                     "--workload", "mixed", "--out", str(out),
-                     # an SLO any machine meets, so the capacity answer is a replica count (CI is slow and shared)
+    code = run.main(["--url", triton_server.grpc_url, "--find-capacity", "--max-concurrency", "2", "--step-s", "5",
+                     "--max-tokens", "12", "--workload", "mixed", "--out", str(out),
+                     # an SLO any machine meets, so the search runs up to its bound (CI is slow and shared)
                      "--slo-ttft-ms", "60000", "--slo-tpot-ms", "10000"])
     assert code == 0
     for name in ("locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv", "locust.html",
-                 "requests.jsonl", "summary.json", "report.md", "report.html", "latency.png", "throughput.png"):
+                 "requests.jsonl", "search.json", "summary.json", "report.md", "report.html", "latency.png",
+                 "throughput.png"):
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["levels"]) == {"1", "2"}
@@ -72,12 +117,17 @@ def test_headless_locust_run_writes_every_report_file(triton_server, tmp_path: P
         assert level["completed"] > 0
         assert level["median_ttft_ms"] > 0 and level["median_tpot_ms"] > 0 and level["median_e2el_ms"] > 0
         assert level["output_throughput"] > 0 and level["request_throughput"] > 0
-    assert summary["capacity"]["max_concurrency"] == 2
-    assert summary["capacity"]["line"].startswith("250 replica(s)"), summary["capacity"]["line"]
+    assert [step["users"] for step in summary["search_steps"]] == [1, 2]  # doubled up to the bound, then stopped
+    assert all(step["meets_slo"] for step in summary["search_steps"])
+    cap = summary["capacity"]
+    assert (cap["status"], cap["knee"], cap["first_failing"]) == ("at_least", 2, None)
+    assert cap["line"].startswith("Capacity of triton: at least 2 concurrent chats per replica "
+                                  "(the SLO held at every level tried up to 2"), cap["line"]
+    assert cap["plan"]["upper_bound"] is True and "at most 251 replica(s)" in cap["line"]  # ceil(500 / 2) + 1
     # gevent + grpc (init_gevent): the two users' streams overlapped instead of taking turns.
     pair = [r for r in _records(out / "requests.jsonl") if r.concurrency == 2 and r.ok]
     assert any(a.start < b.start < a.end for a in pair for b in pair if a is not b)
-    assert "| 2 |" in (out / "report.md").read_text()
+    assert "| 2 ← at least (nothing failed) |" in (out / "report.md").read_text()
 
 
 def test_seed_baseline_answers_like_the_deployment(triton_server, tmp_path: Path) -> None:
