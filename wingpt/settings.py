@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from wingpt.engine.faults import FaultInjection
+
 TARGETS = ("cpu", "gpu-torch", "gpu-trtllm")
 
 
@@ -57,6 +59,10 @@ class ServerSettings:
     exit_timeout_s: int = field(default=30, metadata={"env": "TRITON_EXIT_TIMEOUT",
                                                       "help": "seconds SIGTERM waits for in-flight streams"})
     log_verbose: int = field(default=0, metadata={"env": "TRITON_LOG_VERBOSE", "help": "Triton verbose log level"})
+    test_faults: str = field(default="", metadata={
+        "env": "WINGPT_TEST_FAULTS",
+        "help": "test builds only: request:<seed>,engine:<seed> makes a request with that random_seed fail its "
+                "step, or break the engine (wingpt/engine/faults.py); never set in production"})
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServerSettings:
@@ -79,6 +85,7 @@ class ServerSettings:
             raise ValueError(f"WINGPT_CUDA_GRAPH must be 0 or 1, got {self.cuda_graph}")
         if self.max_batch_size < 1 or self.max_queue_size < 1:
             raise ValueError("WINGPT_MAX_BATCH_SIZE and WINGPT_MAX_QUEUE_SIZE must be >= 1")
+        FaultInjection.parse(self.test_faults)  # a typo fails at start, not as a silent no-op
         if self.dtype not in ("", "float32", "bfloat16", "float16"):
             raise ValueError(f"WINGPT_DTYPE must be float32, bfloat16 or float16, got {self.dtype!r}")
 
