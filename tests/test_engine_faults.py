@@ -29,18 +29,19 @@ F32_TINY = 1.401298464324817e-45  # the smallest positive (subnormal) float32
 
 
 class OutOfMemoryAfter(torch.nn.Module):
-    """The real model, whose forward raises CUDA's out-of-memory error while `failures` is above 0."""
+    """The real model, whose forward raises CUDA's out-of-memory error while `failures` is above 0
+    (`decode_only`: only in decode steps, one new token per sequence, as a growing batch would)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.inner = model
         self.config = model.config
         self.failures = 0
-        self.calls = 0
+        self.decode_only = False
 
     def forward(self, **kwargs: object) -> object:
-        self.calls += 1
-        if self.failures > 0:
+        decode = kwargs["input_ids"].shape[1] == 1  # type: ignore[attr-defined]
+        if self.failures > 0 and (decode or not self.decode_only):
             self.failures -= 1
             raise torch.OutOfMemoryError("CUDA out of memory (raised by the test)")
         return self.inner(**kwargs)
@@ -69,7 +70,7 @@ def model() -> OutOfMemoryAfter:
 
 @pytest.fixture
 def engine(model: OutOfMemoryAfter):
-    model.failures = 0
+    model.failures, model.decode_only = 0, False
     broken: list[BaseException] = []
     engine = InflightBatchingEngine(model, max_batch_size=4, max_queue_size=8, max_seq_len=256,
                                     on_broken=broken.append)
@@ -104,7 +105,18 @@ def test_out_of_memory_in_every_step_breaks_the_engine_once_and_it_refuses_new_r
         assert answer.done.wait(60) and answer.error is not None
     assert wait_for(lambda: engine.broken)
     (broken,) = engine.broken
-    assert isinstance(broken, EngineBroken) and "3 step(s) in a row failed" in str(broken)
+    assert isinstance(broken, EngineBroken) and "3 prefill step(s) in a row failed" in str(broken)
+    with pytest.raises(EngineStopped):
+        ask(engine)
+
+
+def test_decode_steps_that_always_run_out_of_memory_break_the_engine_though_prefills_succeed(engine, model):
+    model.failures, model.decode_only = 10**6, True
+    for _ in range(3):
+        answer = ask(engine)
+        assert answer.done.wait(60)
+        assert len(answer.tokens) == 1 and isinstance(answer.error, RequestFailed), "first token, then the step fails"
+    assert wait_for(lambda: engine.broken)
     with pytest.raises(EngineStopped):
         ask(engine)
 

@@ -9,7 +9,8 @@ in-flight engine, the paged engine) keeps the same split:
   engine keeps serving the others.
 - **A step fault**: an exception in work shared by the batch (a decode step over every sequence)
   cannot be pinned on one request: the requests in that step end with `RequestFailed`, the engine
-  drops their state and goes on. `max_step_faults` of them in a row (repeated CUDA out-of-memory)
+  drops their state and goes on. `max_step_faults` of one kind (decode or prefill) in a row (CUDA
+  out-of-memory again and again)
   is `EngineBroken`.
 - **Engine broken** (`EngineBroken`, or an error that leaves the device unusable, see
   `is_unrecoverable`): the loop cannot continue. The engine fails every request it holds, stops,

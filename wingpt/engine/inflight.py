@@ -105,7 +105,9 @@ class InflightBatchingEngine:
         self.max_step_faults = max_step_faults
         self._on_broken = on_broken
         self._faults = faults  # test builds only (faults.FaultInjection)
-        self._step_faults = 0  # failed steps in a row
+        # Failed steps in a row, by kind: only a successful step of the same kind shows that it works again
+        # (prefills succeeding between decode steps that keep running out of memory are no recovery).
+        self._step_faults = {"decode": 0, "prefill": 0}
         self._waiting: collections.deque[GenerationRequest] = collections.deque()
         self._cancel_ids: set[str] = set()
         self._lock = threading.Condition()
@@ -211,16 +213,17 @@ class InflightBatchingEngine:
         if is_unrecoverable(exc):
             raise EngineBroken(f"unrecoverable error while serving a request: {exc}") from exc
 
-    def _step_fault(self, exc: BaseException, requests: list[GenerationRequest]) -> None:
+    def _step_fault(self, exc: BaseException, requests: list[GenerationRequest], kind: str) -> None:
         """A failed step that no single request is to blame for: its requests end, the engine goes on,
         unless it is unrecoverable or has happened `max_step_faults` times in a row."""
-        self._step_faults += 1
-        log.error("engine step failed (%d in a row): %s: %s; ending its %d request(s)",
-                  self._step_faults, type(exc).__name__, exc, len(requests))
+        self._step_faults[kind] += 1
+        in_a_row = self._step_faults[kind]
+        log.error("engine %s step failed (%d in a row): %s: %s; ending its %d request(s)",
+                  kind, in_a_row, type(exc).__name__, exc, len(requests))
         for request in requests:
             _end_with_error(request, RequestFailed(f"the engine step failed: {type(exc).__name__}: {exc}"))
-        if is_unrecoverable(exc) or self._step_faults >= self.max_step_faults:
-            raise EngineBroken(f"{self._step_faults} step(s) in a row failed, the last with "
+        if is_unrecoverable(exc) or in_a_row >= self.max_step_faults:
+            raise EngineBroken(f"{in_a_row} {kind} step(s) in a row failed, the last with "
                                f"{type(exc).__name__}: {exc}") from exc
 
     def _run_decode(self) -> None:
@@ -229,9 +232,9 @@ class InflightBatchingEngine:
         except Exception as exc:
             requests = [row.request for row in self._rows if not row.ended]
             self._drop_rows(set(range(len(self._rows))))  # their shared cache may be half-updated
-            self._step_fault(exc, requests)
+            self._step_fault(exc, requests, "decode")
             return
-        self._step_faults = 0
+        self._step_faults["decode"] = 0
 
     def _retire_cancelled(self, cancel_ids: set[str]) -> None:
         def cancelled(r: GenerationRequest) -> bool:
@@ -276,7 +279,7 @@ class InflightBatchingEngine:
                 return
             self._prefill_failed(exc, new[0])
             return
-        self._step_faults = 0
+        self._step_faults["prefill"] = 0
         self._emit_first(logits)
 
     def _admit_alone(self, request: GenerationRequest) -> None:
@@ -285,7 +288,7 @@ class InflightBatchingEngine:
         except Exception as exc:
             self._prefill_failed(exc, request)
             return
-        self._step_faults = 0
+        self._step_faults["prefill"] = 0
         self._emit_first(logits)
 
     def _emit_first(self, logits: torch.Tensor) -> None:
@@ -296,11 +299,11 @@ class InflightBatchingEngine:
         except Exception as exc:
             requests = [self._rows[i].request for i in joined if not self._rows[i].ended]
             self._drop_rows(set(joined))
-            self._step_fault(exc, requests)
+            self._step_fault(exc, requests, "prefill")
 
     def _prefill_failed(self, exc: BaseException, request: GenerationRequest) -> None:
         if isinstance(exc, torch.OutOfMemoryError):
-            self._step_fault(exc, [request])
+            self._step_fault(exc, [request], "prefill")
         else:
             self._fail_request(request, exc)
 
