@@ -10,13 +10,18 @@ in-flight engine, the paged engine) keeps the same split:
 - **A step fault**: an exception in work shared by the batch (a decode step over every sequence)
   cannot be pinned on one request: the requests in that step end with `RequestFailed`, the engine
   drops their state and goes on. `max_step_faults` of one kind (decode or prefill) in a row (CUDA
-  out-of-memory again and again)
-  is `EngineBroken`.
+  out-of-memory again and again) is `EngineBroken`.
 - **Engine broken** (`EngineBroken`, or an error that leaves the device unusable, see
   `is_unrecoverable`): the loop cannot continue. The engine fails every request it holds, stops,
   and calls its health hook `on_broken(exc)` once; the hook makes the replica stop claiming
   readiness and exit (torch_llm: SIGTERM to its tritonserver, whose ports close at once; the
   supervisor or Kubernetes restarts it).
+
+An engine adopts the contract by taking `on_broken` (and, for tests, `faults`) in its constructor,
+wrapping each request's own work so that an exception becomes `RequestFailed` for that request,
+counting failed shared steps, and raising `EngineBroken` out of its loop when it cannot go on
+(wingpt/engine/inflight.py is the reference; tests/test_engine_faults.py and
+tests/test_reliability_isolation.py are what it must pass).
 """
 
 from __future__ import annotations

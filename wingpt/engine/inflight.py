@@ -382,12 +382,12 @@ class InflightBatchingEngine:
             for banned in _banned_tokens(row):
                 logits[j, banned] = float("-inf")
         best, tokens = logits.max(dim=-1)
-        possible, tokens = best.isfinite().tolist(), tokens.tolist()
+        tokens = tokens.masked_fill(~best.isfinite(), -1).tolist()  # -1: no possible token; one device sync
         finished: set[int] = set()
         emitted: list[tuple[int, int]] = []  # (row index, token) for the `seen` update
         for j, (i, row) in enumerate(zip(row_range, rows, strict=True)):
             try:
-                if not possible[j]:
+                if tokens[j] < 0:
                     raise ValueError("the model gave no finite logit for this sequence")
                 if self._faults is not None:
                     self._faults.before_token(row.request.sampling.seed)
