@@ -17,10 +17,11 @@ from hypothesis import strategies as st
 
 from wingpt.engine.checkpoint import load_model
 from wingpt.engine.embedded import ensure_embedded_model
-from wingpt.engine.faults import EngineBroken, RequestFailed, is_unrecoverable
+from wingpt.engine.faults import EngineBroken, FaultInjection, RequestFailed, is_unrecoverable
 from wingpt.engine.inflight import EngineStopped, GenerationRequest, InflightBatchingEngine
 from wingpt.errors import InvalidRequest
 from wingpt.sampling import SamplingParams, apply_repetition_penalty, finite_logits, resolve_sampling, sample_next
+from wingpt.settings import ServerSettings
 from wingpt.tokenizer import load_tokenizer
 
 TOKENS = load_tokenizer(None).encode("孩子咳嗽三天了怎么办？")
@@ -196,3 +197,11 @@ def test_a_degenerate_temperature_decodes_greedily():
     for temperature in (1e-37, F32_TINY):
         params = SamplingParams(temperature=temperature)
         assert {sample_next(logits, params, torch.Generator().manual_seed(s)) for s in range(20)} == {1}
+
+
+def test_the_test_only_fault_injection_is_off_unless_set_and_a_typo_stops_the_server_from_starting():
+    assert FaultInjection.parse("") is None
+    assert FaultInjection.parse("request:4242,engine:4343") == FaultInjection(request_seed=4242, engine_seed=4343)
+    for spec in ("request:x", "requests:1", "engine"):
+        with pytest.raises(ValueError, match="WINGPT_TEST_FAULTS"):
+            ServerSettings(test_faults=spec).validate()
