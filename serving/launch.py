@@ -271,7 +271,8 @@ class Supervisor:
     process is not healthy" and requests it was generating never end. Restarting the whole server
     ends those streams with a broken connection (clients see UNAVAILABLE) and brings the engine back
     without opening Triton's model-control API. Too many restarts in a row give up (exit 1), so a
-    server that cannot start is left to the process manager instead of looping.
+    server that cannot start is left to the process manager instead of looping. A broken engine
+    stops its own tritonserver (wingpt/engine/faults.py); that exit is restarted like any other.
 
     SIGTERM is not passed straight on: once tritonserver is stopping, Triton 2.51 refuses every new
     inference request, including the orchestrator's engine request for a chat that has just arrived,

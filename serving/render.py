@@ -60,6 +60,7 @@ def parameters_for(settings: ServerSettings, model_dir: str, embedded: bool) -> 
         "device": settings.device,
         "dtype": settings.resolved_dtype,
         "cuda_graph": str(settings.cuda_graph),
+        "test_faults": settings.test_faults,
         "instance_kind": "KIND_CPU" if settings.device == "cpu" else "KIND_GPU",
         "embedded_default": "true" if embedded else "false",
         "model_note": note,

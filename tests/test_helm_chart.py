@@ -182,10 +182,31 @@ def test_probes_use_tritons_health_endpoints_with_a_startup_budget_for_engine_lo
     startup, ready, live = triton["startupProbe"], triton["readinessProbe"], triton["livenessProbe"]
     assert startup["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     assert startup["failureThreshold"] * startup["periodSeconds"] >= budget
-    assert ready["httpGet"]["path"] == "/v2/health/ready"
-    assert live["httpGet"]["path"] == "/v2/health/live"
+    # Readiness and liveness are Triton's health endpoints plus the models' processes (serving/probe.py).
+    assert ready["exec"]["command"][:4] == ["python3", "-m", "serving.probe", "ready"]
+    assert live["exec"]["command"][:4] == ["python3", "-m", "serving.probe", "live"]
+    for probe in (ready, live):
+        assert probe_args(probe) == {"--repository": "/model-repository", "--http-port": "8000"}
+    assert "--http-port=8000" in triton["args"]
     # Once started, a stuck process is restarted within about a minute, not after the whole load budget.
     assert live["failureThreshold"] * live["periodSeconds"] <= 120
+
+
+def probe_args(probe: dict[str, Any]) -> dict[str, str]:
+    command = probe["exec"]["command"][4:]
+    return dict(zip(command[::2], command[1::2], strict=True))
+
+
+@pytest.mark.parametrize("profile", ["7b-int4", "14b-tp2", "cpu-dev"])
+def test_a_broken_engine_or_a_dead_model_process_restarts_the_triton_container(profile: str) -> None:
+    """A broken engine stops tritonserver (issue 15), so tritonserver must be the container's process (PID 1,
+    which the probe also reads the model processes under) and the pod must restart containers that exit."""
+    pod = triton_pod(PROFILES[profile])
+    triton = container(pod, "triton")
+    assert triton["command"] == ["tritonserver"]
+    assert pod.get("restartPolicy", "Always") == "Always"
+    assert not pod.get("shareProcessNamespace"), "tritonserver would not be PID 1"
+    assert "--pid" not in probe_args(triton["readinessProbe"]), "the probe reads PID 1's model processes"
 
 
 @pytest.mark.parametrize(("profile", "gpus"), [("7b-int4", "1"), ("14b-tp2", "2"), ("cpu-dev", None)])
@@ -723,6 +744,13 @@ def test_real_tritonserver_accepts_the_rendered_arguments_and_enforces_them(tmp_
             assert time.monotonic() < deadline, "tritonserver did not become ready"
             time.sleep(0.2)
         assert http_status(f"{http}/v2/health/live") == 200
+        for probe in (triton["readinessProbe"], triton["livenessProbe"]):  # the rendered probes, as the kubelet runs
+            command = [sys.executable if part == "python3" else part for part in probe["exec"]["command"]]
+            command = [str(repo) if part == "/model-repository" else part for part in command]
+            command = [str(ports["http"]) if part == "8000" else part for part in command]
+            result = subprocess.run([*command, "--pid", str(server.pid)], cwd=ROOT, capture_output=True, text=True,
+                                    timeout=60, check=False)
+            assert result.returncode == 0, result.stderr
         # Restricted protocol groups answer only with the admin key header; loading models is off regardless.
         assert http_status(f"{http}/v2/repository/index", "POST") == 403
         assert http_status(f"{http}/v2/repository/index", "POST", {"wingpt-admin-key": key}) == 200

@@ -3,6 +3,14 @@
 Preprocessing validates and resolves defaults once (so a bad value is rejected before any
 engine work and every engine sees the same resolved values); the PyTorch engine samples with
 them. Greedy decoding with `repetition_penalty` 1.1 is what the WiNGPT2 model card recommends.
+
+The sampler is safe for every value validation accepts (issue 15: temperature 1e-37 used to make
+the probabilities NaN and end the engine): logits are made finite before anything else, and the
+temperature divides logits already shifted so that the best one is 0. Every scaled logit is then
+<= 0 with the best exactly 0, so the softmax always has a 1 in it and can neither overflow nor be
+NaN; as the temperature goes to 0 this is greedy decoding, which is what a degenerate temperature
+gets, and a huge one is uniform sampling. An extreme repetition penalty cannot push a logit to
++-inf either (it is clamped to the float range).
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import torch
 from wingpt.errors import InvalidRequest
 
 DEFAULT_REPETITION_PENALTY = 1.1
+MAX_SEED = 2**64 - 1  # tensorrt_llm's `random_seed` is a UINT64, and torch.Generator takes the same range
+_FLOAT_MAX = torch.finfo(torch.float32).max
 
 
 @dataclass(frozen=True)
@@ -55,14 +65,14 @@ def resolve_sampling(
         raise InvalidRequest("top_p", f"must be in (0, 1], got {top_p}")
     if repetition_penalty is not None and _finite("repetition_penalty", repetition_penalty) <= 0:
         raise InvalidRequest("repetition_penalty", f"must be > 0, got {repetition_penalty}")
-    if seed is not None and seed < 0:
-        raise InvalidRequest("random_seed", f"must be >= 0, got {seed}")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise InvalidRequest("random_seed", f"must be in [0, 2**64 - 1], got {seed}")
     return SamplingParams(
         temperature=params.temperature if temperature is None else float(temperature),
         top_k=params.top_k if top_k is None else int(top_k),
         top_p=params.top_p if top_p is None else float(top_p),
         repetition_penalty=params.repetition_penalty if repetition_penalty is None else float(repetition_penalty),
-        seed=seed,
+        seed=None if seed is None else int(seed),
     )
 
 
@@ -77,22 +87,34 @@ def resolve_max_tokens(max_tokens: int | None, default: int, limit: int) -> int:
     return int(max_tokens)
 
 
+def finite_logits(logits: torch.Tensor) -> torch.Tensor:
+    """float32 logits with NaN as impossible (-inf) and +-inf as the largest finite values, so that
+    argmax, the penalty and the softmax below never see a NaN or an inf - inf."""
+    return torch.nan_to_num(logits.float(), nan=float("-inf"), posinf=_FLOAT_MAX, neginf=-_FLOAT_MAX)
+
+
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalties: torch.Tensor) -> torch.Tensor:
     """CTRL-style penalty as transformers applies it, batched: for every token already in a row's
     prompt or output, divide a positive logit by the row's penalty and multiply a negative one.
+    The result stays finite for any penalty > 0 (a penalty of 1e-38 would otherwise make +inf).
 
     logits [B, V] float, seen [B, V] bool, penalties [B] float.
     """
-    p = penalties.to(logits.dtype).unsqueeze(1)
-    penalised = torch.where(logits > 0, logits / p, logits * p)
-    return torch.where(seen, penalised, logits)
+    p = penalties.to(logits.dtype).clamp(min=torch.finfo(logits.dtype).tiny).unsqueeze(1)
+    penalised = torch.where(logits > 0, logits / p, logits * p).clamp(-_FLOAT_MAX, _FLOAT_MAX)
+    return torch.where(seen & logits.isfinite(), penalised, logits)  # an impossible token stays impossible
 
 
 def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
-    """One token from one row of (already penalised) logits."""
+    """One token from one row of (already finite and penalised) logits; see the module doc for why
+    the shifted form is safe for any temperature > 0."""
     if params.greedy:
         return int(torch.argmax(logits))
-    logits = logits.float() / params.temperature
+    logits = logits.float()
+    best = logits.max()
+    if not torch.isfinite(best):
+        raise ValueError("no token can be sampled: every logit is -inf or NaN")
+    logits = (logits - best) / params.temperature
     if params.top_k > 0:
         kth = torch.topk(logits, min(params.top_k, logits.numel())).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from wingpt.engine.faults import FaultInjection
+
 TARGETS = ("cpu", "gpu-torch", "gpu-trtllm")
 
 
@@ -63,6 +65,10 @@ class ServerSettings:
         "env": "WINGPT_OPENAI_HOST", "help": "address the OpenAI-compatible endpoint binds to (off loopback: keys)"})
     openai_port: int = field(default=9000, metadata={"env": "WINGPT_OPENAI_PORT",
                                                      "help": "port of the OpenAI-compatible endpoint (/v1)"})
+    test_faults: str = field(default="", metadata={
+        "env": "WINGPT_TEST_FAULTS",
+        "help": "test builds only: request:<seed>,engine:<seed> makes a request with that random_seed fail its "
+                "step, or break the engine (wingpt/engine/faults.py); never set in production"})
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServerSettings:
@@ -87,6 +93,7 @@ class ServerSettings:
             raise ValueError("WINGPT_MAX_BATCH_SIZE and WINGPT_MAX_QUEUE_SIZE must be >= 1")
         if self.openai not in (0, 1):
             raise ValueError(f"WINGPT_OPENAI must be 0 or 1, got {self.openai}")
+        FaultInjection.parse(self.test_faults)  # a typo fails at start, not as a silent no-op
         if self.dtype not in ("", "float32", "bfloat16", "float16"):
             raise ValueError(f"WINGPT_DTYPE must be float32, bfloat16 or float16, got {self.dtype!r}")
 

@@ -4,11 +4,17 @@ Decoupled: `execute` only validates and enqueues; the engine thread streams resp
 each request's response sender, and a request arriving mid-generation joins the running batch.
 Engine load is exported as `nv_trt_llm_request_metrics{request_type=...}`, the family the
 TensorRT-LLM backend uses, so dashboards and autoscaling work for both engines.
+
+Failures follow the engine contract (wingpt/engine/faults.py): a request the engine could not serve
+is answered `[INTERNAL]` alone; a broken engine calls `_engine_broken`, which stops this tritonserver
+so that its ports close at once and the supervisor (or Kubernetes) restarts it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 
@@ -17,6 +23,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from wingpt.engine.checkpoint import load_model
+from wingpt.engine.faults import FaultInjection
 from wingpt.engine.inflight import (
     FINISH_CANCELLED,
     EngineOverloaded,
@@ -55,6 +62,8 @@ class TritonPythonModel:
             max_queue_size=int(params["max_queue_size"]),
             max_seq_len=int(params["context_window"]),
             single_stream_graph=device == "cuda" and params["cuda_graph"] == "1",
+            on_broken=self._engine_broken,
+            faults=FaultInjection.parse(params.get("test_faults", "")),
         )
         self._metrics = pb_utils.MetricFamily(
             name="nv_trt_llm_request_metrics",
@@ -68,6 +77,15 @@ class TritonPythonModel:
         self._stop_metrics = threading.Event()
         threading.Thread(target=self._publish_metrics, daemon=True).start()
         self.engine.start()
+
+    def _engine_broken(self, exc: BaseException) -> None:
+        """The engine's health hook: its loop cannot continue, so this replica must stop claiming
+        readiness. Triton 2.51 keeps /v2/health/ready at 200 with a dead or idle engine stub
+        (measured), but on SIGTERM it closes its HTTP and gRPC ports at once and exits after
+        unloading; the supervisor restarts it, and in Kubernetes the container exits and is restarted."""
+        pb_utils.Logger.log_error(f"torch_llm: the engine is broken ({type(exc).__name__}: {exc}); "
+                                  "stopping tritonserver so that it is restarted")
+        os.kill(os.getppid(), signal.SIGTERM)  # the stub's parent is its tritonserver
 
     def _publish_metrics(self) -> None:
         while not self._stop_metrics.wait(0.2):
