@@ -1,9 +1,11 @@
 """Finding the terms a patient's message asserts *now*: not negated, not past history.
 
-A keyword hit is only half the job: 没有胸痛 and 去年中风过 contain the keywords of two
-emergencies. Each hit (a "mention") is read in its clause: a negation word with only filler
-words before it cancels it, the cancellation carries along a list (否认胸痛、胸闷及大汗), and a
-history word earlier in the clause makes it past unless the clause also speaks of now. Words
+A keyword hit is only half the job: 没有胸痛, 去年中风过 and 中风的前兆有哪些 contain the keywords
+of an emergency. Each hit (a "mention") is read in its clause: a negation word with only filler
+words before it cancels it, the cancellation carries along a list (否认胸痛、胸闷及大汗), a
+history word earlier in the clause makes it past unless the clause also speaks of now, and a
+sentence that asks about a disease in general (有哪些症状, 怎么预防) and says nothing of now
+reports no symptom. Words
 that contain a negation character but are themselves symptoms (叫不醒, 说不出话, 没精神) are
 never read as negations, because every term hit masks the cues inside it.
 """
@@ -16,12 +18,16 @@ from typing import NamedTuple
 
 from wingpt.safety.extract import ages_days, temperatures
 from wingpt.safety.normalize import Normalizer
+from wingpt.safety.prefix import PrefixIndex
 from wingpt.safety.rules import Context, Rules, Term
 
 # Every alternative starts with a character, so the search skips ordinary text fast: a look-behind
 # first would be tried at every position. A full stop between digits (39.5) ends no clause.
 _PUNCTUATION = re.compile(r"[,!?;。…~:]|\.(?:(?!\d)|(?<!\d\.))")
 _LIST_JOINERS = re.compile(r"(?:、|和|及|以及|与|或|或者|跟|/|\+)?")
+_SENTENCE_END = re.compile(r"[?!。]")
+# Context cues found by the index beside the terms; the rest of Context is matched at a position.
+_CUES = ("negation", "not_negation", "history", "present", "recurrence", "general_question", "clause_breaks")
 
 
 class Mention(NamedTuple):  # a tuple: a long message has hundreds, built on every request
@@ -38,31 +44,39 @@ class Scanner:
         self._context = rules.context
         self._normalize = Normalizer(rules.typos)
         terms = rules.terms.values()
-        self._text_terms = [(t, t.regex) for t in terms if t.regex is not None]
+        searched: list[tuple[Term | str, re.Pattern[str]]] = [(t, t.regex) for t in terms if t.regex is not None]
+        searched += [(cue, getattr(rules.context, cue)) for cue in _CUES]
+        self._index = PrefixIndex(searched)
         self._temperature_terms = [(t, t.temperature_at_least) for t in terms if t.temperature_at_least is not None]
         self._age_terms = [(t, t.age_days_under) for t in terms if t.age_days_under is not None]
-        self._clause_break = re.compile(f"{_PUNCTUATION.pattern}|{rules.context.clause_breaks.pattern}")
 
     def scan(self, raw: str) -> dict[str, list[str]]:
         text = self._normalize(raw)
-        mentions = self._mentions(text)
+        mentions: list[Mention] = []
+        cues: dict[str, list[tuple[int, int]]] = {}
+        for key, start, end in self._index.find(text):
+            if isinstance(key, str):
+                cues.setdefault(key, []).append((start, end))
+            else:
+                mentions.append(Mention(key, start, end))
+        mentions += self._numbers(text)
         if not mentions:
             return {}
-        reader = _ClauseReader(text, self._context, self._clause_break, mentions)
+        mentions.sort(key=lambda m: (m.start, -m.end))
+        reader = _ClauseReader(text, self._context, cues, mentions)
         found: dict[str, list[str]] = {}
         for mention in reader.current():
             found.setdefault(mention.term.id, []).append(text[mention.start : mention.end])
         return found
 
-    def _mentions(self, text: str) -> list[Mention]:
-        mentions = [Mention(term, m.start(), m.end()) for term, regex in self._text_terms for m in regex.finditer(text)]
+    def _numbers(self, text: str) -> list[Mention]:
+        mentions: list[Mention] = []
         if self._temperature_terms:
             for value, start, end in temperatures(text):
                 mentions += [Mention(t, start, end) for t, at_least in self._temperature_terms if value >= at_least]
         if self._age_terms:
             for days, start, end in ages_days(text):
                 mentions += [Mention(t, start, end, contextual=False) for t, under in self._age_terms if days < under]
-        mentions.sort(key=lambda m: (m.start, -m.end))
         return mentions
 
 
@@ -70,27 +84,40 @@ class _ClauseReader:
     """Decides, for one normalised text, which mentions are current. Cues are grouped by clause
     once, so each mention only looks at the few cues of its own clause."""
 
-    def __init__(self, text: str, context: Context, clause_break: re.Pattern[str], mentions: list[Mention]) -> None:
+    def __init__(
+        self, text: str, context: Context, cues: dict[str, list[tuple[int, int]]], mentions: list[Mention]
+    ) -> None:
         self.text, self.ctx, self.mentions = text, context, mentions
-        self.clause_starts = [0] + [m.end() for m in clause_break.finditer(text)]
+        breaks = [m.end() for m in _PUNCTUATION.finditer(text)] + [end for _, end in cues.get("clause_breaks", ())]
+        self.clause_starts = [0, *sorted(breaks)]
+        self.sentence_starts = [0] + [m.end() for m in _SENTENCE_END.finditer(text)]
         masked = bytearray(len(text))  # 1 where a term or a not-a-negation word stands
-        spans = [(m.start, m.end) for m in mentions] + [m.span() for m in context.not_negation.finditer(text)]
-        for start, end in spans:
+        for start, end in [(m.start, m.end) for m in mentions] + cues.get("not_negation", []):
             masked[start:end] = b"\x01" * (end - start)
-        self.negations = self._cues(context.negation, masked)
-        self.histories = self._cues(context.history, masked)
-        self.present_clauses = {self.clause(m.start()) for m in context.present.finditer(text)}
-        self.last_recurrence = max((m.start() for m in context.recurrence.finditer(text)), default=-1)
+        self.negations = self._by_clause(cues.get("negation", ()), masked)
+        self.histories = self._by_clause(cues.get("history", ()), masked)
+        present = cues.get("present", ())
+        self.present_clauses = {self.clause(start) for start, _ in present}
+        present_sentences = {self.sentence(start) for start, _ in present}
+        self.general_sentences = {
+            self.sentence(start)
+            for start, end in cues.get("general_question", ())
+            if masked.find(1, start, end) < 0
+        } - present_sentences
+        self.last_recurrence = max((start for start, _ in cues.get("recurrence", ())), default=-1)
 
     def clause(self, position: int) -> int:
         return bisect_right(self.clause_starts, position) - 1
 
-    def _cues(self, pattern: re.Pattern[str], masked: bytearray) -> dict[int, list[tuple[int, int]]]:
+    def sentence(self, position: int) -> int:
+        return bisect_right(self.sentence_starts, position) - 1
+
+    def _by_clause(self, spans, masked: bytearray) -> dict[int, list[tuple[int, int]]]:
         """Cue spans by clause, leaving out those inside a term or a not-a-negation word."""
         cues: dict[int, list[tuple[int, int]]] = {}
-        for m in pattern.finditer(self.text):
-            if masked.find(1, m.start(), m.end()) < 0:
-                cues.setdefault(self.clause(m.start()), []).append(m.span())
+        for start, end in spans:
+            if masked.find(1, start, end) < 0:
+                cues.setdefault(self.clause(start), []).append((start, end))
         return cues
 
     def current(self) -> list[Mention]:
@@ -100,6 +127,8 @@ class _ClauseReader:
             clause = self.clause(mention.start)
             if not mention.contextual:
                 current.append(mention)
+            elif self.sentence(mention.start) in self.general_sentences:
+                continue  # a question about the disease in general, not a report
             elif self._negated(mention, clause, negated.get(clause, [])):
                 negated.setdefault(clause, []).append(mention)
             elif mention.term.keep_history or not self._past(mention, clause):
