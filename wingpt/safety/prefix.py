@@ -18,6 +18,7 @@ from re import _parser as sre_parse  # type: ignore[attr-defined]
 
 _WIDTH = 2
 _MAX_PREFIXES = 4000  # past this, index by the first character only
+_NEVER = "(?!)"
 _MAX_CACHED = 50_000  # character pairs remembered (a few MB at most)
 _Starts = frozenset[tuple[str, bool]]  # (prefix, exact): exact when the item matches exactly that text
 _UNKNOWN: _Starts = frozenset({("", False)})
@@ -111,9 +112,12 @@ class PrefixIndex:
         self._one: dict[str, list[int]] = {}
         self._two: dict[str, list[int]] = {}
         self._patterns = [regex for _, regex in patterns]
+        self._match = [regex.match for regex in self._patterns]
         self._keys = [key for key, _ in patterns]
         self._unindexed: list[int] = []
         for i, (_, regex) in enumerate(patterns):
+            if regex.pattern == _NEVER:
+                continue  # an empty word list: nothing to find
             found = prefixes(regex.pattern)
             if found is None:
                 self._unindexed.append(i)
@@ -129,22 +133,27 @@ class PrefixIndex:
         return [self._keys[i] for i in self._unindexed]
 
     def find(self, text: str) -> list[tuple[Hashable, int, int]]:
-        patterns, keys, cache = self._patterns, self._keys, self._by_start
-        resume = [0] * len(patterns)  # where each pattern's own search would continue
-        found: list[tuple[Hashable, int, int]] = []
+        return [(key, hit.start(), hit.end()) for key, hit in self.matches(text)]
+
+    def matches(self, text: str) -> list[tuple[Hashable, re.Match[str]]]:
+        """(key, match) for every match of every pattern, ordered by start."""
+        match, keys, cache, candidates = self._match, self._keys, self._by_start, self._candidates
+        resume = [0] * len(match)  # where each pattern's own search would continue
+        found: list[tuple[Hashable, re.Match[str]]] = []
         for m in self._trigger.finditer(text):
             start = m.start()
             pair = text[start : start + 2]
             group = cache.get(pair)
             if group is None:
-                group = self._candidates(pair)
+                group = candidates(pair)
             for i in group:
-                if start >= resume[i] and (hit := patterns[i].match(text, start)) is not None:
-                    found.append((keys[i], start, hit.end()))
+                if start >= resume[i] and (hit := match[i](text, start)) is not None:
+                    found.append((keys[i], hit))
                     resume[i] = hit.end()
         for i in self._unindexed:
-            found += [(keys[i], hit.start(), hit.end()) for hit in patterns[i].finditer(text)]
-        found.sort(key=lambda f: f[1])
+            found += [(keys[i], hit) for hit in self._patterns[i].finditer(text)]
+        if self._unindexed:
+            found.sort(key=lambda f: f[1].start())
         return found
 
     def _candidates(self, pair: str) -> tuple[int, ...]:
@@ -171,3 +180,9 @@ def _trigger(one: dict[str, list[int]], two: dict[str, list[int]]) -> re.Pattern
     if two:
         checks.append(f"(?=[{re.escape(''.join(sorted({p[1] for p in two})))}])")
     return re.compile(f"[{re.escape(firsts)}](?:{'|'.join(checks)})")
+
+
+def indexed(pattern: re.Pattern[str]) -> PrefixIndex:
+    """One pattern on its own, searched through its prefixes: `indexed(p).matches(text)` gives
+    what `p.finditer(text)` gives, for a pattern that starts with a group `re` cannot skip ahead for."""
+    return PrefixIndex([(0, pattern)])

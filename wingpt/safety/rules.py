@@ -35,15 +35,24 @@ _CONTEXT_FIELDS = (
     "present",
     "recurrence",
     "general_question",
+    "general_intent",
 )
-_OPTIONAL_CONTEXT = ("general_question",)  # added later: a file without it still loads
+_OPTIONAL_CONTEXT = ("general_question", "general_intent")  # added later: a file without it still loads
 _TOP_FIELDS = ("version", "continue_generation", "context_turns", "typos", "context", "terms", "categories",
                "lexicon")
 _OPTIONAL_TOP = ("typos", "lexicon")
 # `{name}` in a pattern: a word list of the lexicon (or {gap}); a regex repeat such as {2,3} is not a name.
 _REFERENCE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 _CATEGORY_FIELDS = ("id", "name", "level", "when", "notice", "supersedes")
-_NUMERIC_ITEMS = {"temperature_at_least": (35.0, 43.0), "age_days_under": (1, 36500), "age_years_under": (1, 100)}
+_NUMERIC_ITEMS = {
+    "temperature_at_least": (35.0, 43.0),
+    "age_days_under": (1, 36500),
+    "age_years_under": (1, 100),
+    "systolic_at_least": (60, 300),
+    "systolic_under": (40, 200),
+    "glucose_under": (0.5, 10.0),
+    "glucose_at_least": (5.0, 60.0),
+}
 
 
 class RulesError(ValueError):
@@ -63,6 +72,10 @@ class Term:
     temperature_at_least: float | None = None
     age_days_under: int | None = None
     keep_history: bool = False
+    systolic_at_least: float | None = None  # blood pressure, mmHg
+    systolic_under: float | None = None
+    glucose_under: float | None = None  # blood sugar, mmol/L
+    glucose_at_least: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,7 @@ class Context:
     present: re.Pattern[str]
     recurrence: re.Pattern[str]
     general_question: re.Pattern[str]  # a sentence asking about a disease in general, not reporting one
+    general_intent: re.Pattern[str]  # anywhere: the writer is learning (想提前了解), not reporting
 
 
 @dataclass(frozen=True)
@@ -296,6 +310,10 @@ class _Reader:
             temperature_at_least=numbers.get("temperature_at_least"),
             age_days_under=int(age_days) if age_days is not None else None,
             keep_history=keep_history,
+            systolic_at_least=numbers.get("systolic_at_least"),
+            systolic_under=numbers.get("systolic_under"),
+            glucose_under=numbers.get("glucose_under"),
+            glucose_at_least=numbers.get("glucose_at_least"),
         )
 
     def numeric_item(self, item: dict[str, Any], where: str, field: str, seen: dict[str, float]) -> dict[str, float]:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections.abc import Callable
 from typing import NamedTuple
 
-from wingpt.safety.extract import ages_days, temperatures
+from wingpt.safety.extract import ages_days, glucose_values, systolic_pressures, temperatures
 from wingpt.safety.normalize import Normalizer
 from wingpt.safety.prefix import PrefixIndex
 from wingpt.safety.rules import Context, Rules, Term
@@ -27,7 +28,14 @@ _PUNCTUATION = re.compile(r"[,!?;。…~:]|\.(?:(?!\d)|(?<!\d\.))")
 _LIST_JOINERS = re.compile(r"(?:、|和|及|以及|与|或|或者|跟|/|\+)?")
 _SENTENCE_END = re.compile(r"[?!。]")
 # Context cues found by the index beside the terms; the rest of Context is matched at a position.
-_CUES = ("negation", "not_negation", "history", "present", "recurrence", "general_question", "clause_breaks")
+_READINGS = (  # number items of a term beside temperature and age: (reader, Term field, test factory)
+    (systolic_pressures, "systolic_at_least", lambda limit: lambda v: v >= limit),
+    (systolic_pressures, "systolic_under", lambda limit: lambda v: v < limit),
+    (glucose_values, "glucose_under", lambda limit: lambda v: v < limit),
+    (glucose_values, "glucose_at_least", lambda limit: lambda v: v >= limit),
+)
+_CUES = ("negation", "not_negation", "history", "present", "recurrence", "general_question", "general_intent",
+         "clause_breaks")
 
 
 class Mention(NamedTuple):  # a tuple: a long message has hundreds, built on every request
@@ -49,6 +57,12 @@ class Scanner:
         self._index = PrefixIndex(searched)
         self._temperature_terms = [(t, t.temperature_at_least) for t in terms if t.temperature_at_least is not None]
         self._age_terms = [(t, t.age_days_under) for t in terms if t.age_days_under is not None]
+        # (reader, term, test): readings of a kind (blood pressure, blood sugar) that make the term present
+        self._readings: list[tuple[Callable[[str], list[tuple[float, int, int]]], Term, Callable[[float], bool]]] = []
+        for reader, attr, make_test in _READINGS:
+            for term in terms:
+                if (limit := getattr(term, attr)) is not None:
+                    self._readings.append((reader, term, make_test(limit)))
 
     def scan(self, raw: str) -> dict[str, list[str]]:
         text = self._normalize(raw)
@@ -77,6 +91,11 @@ class Scanner:
         if self._age_terms:
             for days, start, end in ages_days(text):
                 mentions += [Mention(t, start, end, contextual=False) for t, under in self._age_terms if days < under]
+        readings: dict[object, list[tuple[float, int, int]]] = {}
+        for reader, term, test in self._readings:
+            if reader not in readings:
+                readings[reader] = reader(text)
+            mentions += [Mention(term, start, end) for value, start, end in readings[reader] if test(value)]
         return mentions
 
 
@@ -99,11 +118,15 @@ class _ClauseReader:
         present = cues.get("present", ())
         self.present_clauses = {self.clause(start) for start, _ in present}
         present_sentences = {self.sentence(start) for start, _ in present}
-        self.general_sentences = {
-            self.sentence(start)
-            for start, end in cues.get("general_question", ())
+        unmasked = [
+            (name, start) for name in ("general_question", "general_intent") for start, end in cues.get(name, ())
             if masked.find(1, start, end) < 0
-        } - present_sentences
+        ]
+        if any(name == "general_intent" for name, _ in unmasked):
+            general = set(range(len(self.sentence_starts)))  # learning, not reporting: every sentence
+        else:
+            general = {self.sentence(start) for _, start in unmasked}
+        self.general_sentences = general - present_sentences
         self.last_recurrence = max((start for start, _ in cues.get("recurrence", ())), default=-1)
 
     def clause(self, position: int) -> int:
