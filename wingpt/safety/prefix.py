@@ -44,7 +44,9 @@ def prefixes(pattern: str, width: int = _WIDTH) -> frozenset[str] | None:
         return None
     if len(found) > _MAX_PREFIXES and width > 1:
         return prefixes(pattern, 1)
-    return None if "" in found else frozenset(found)
+    if "" in found:
+        return None
+    return frozenset(p for p in found if len(p) == 1 or p[0] not in found)  # 头 already covers 头痛
 
 
 def _sequence(items: Sequence[tuple], width: int) -> _Starts:
