@@ -188,3 +188,21 @@ def indexed(pattern: re.Pattern[str]) -> PrefixIndex:
     """One pattern on its own, searched through its prefixes: `indexed(p).matches(text)` gives
     what `p.finditer(text)` gives, for a pattern that starts with a group `re` cannot skip ahead for."""
     return PrefixIndex([(0, pattern)])
+
+
+class AnchoredMatch:
+    """`pattern.match(text, pos)` that first checks the text at `pos` against the pattern's
+    prefixes: most positions asked about (the end of every mention) start no match at all."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self._match = pattern.match
+        found = prefixes(pattern.pattern) if pattern.pattern != _NEVER else frozenset()
+        self._one = None if found is None else {p for p in found if len(p) == 1}
+        self._two = None if found is None else {p for p in found if len(p) == 2}
+
+    def __call__(self, text: str, pos: int) -> re.Match[str] | None:
+        if self._one is not None and (pos >= len(text) or (
+            text[pos] not in self._one and text[pos : pos + 2] not in self._two
+        )):
+            return None
+        return self._match(text, pos)

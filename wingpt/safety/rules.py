@@ -38,9 +38,9 @@ _CONTEXT_FIELDS = (
     "general_intent",
 )
 _OPTIONAL_CONTEXT = ("general_question", "general_intent")  # added later: a file without it still loads
-_TOP_FIELDS = ("version", "continue_generation", "context_turns", "typos", "context", "terms", "categories",
-               "lexicon")
-_OPTIONAL_TOP = ("typos", "lexicon")
+_TOP_FIELDS = ("version", "continue_generation", "context_turns", "combine_within", "typos", "context", "terms",
+               "categories", "lexicon")
+_OPTIONAL_TOP = ("typos", "lexicon", "combine_within")
 # `{name}` in a pattern: a word list of the lexicon (or {gap}); a regex repeat such as {2,3} is not a name.
 _REFERENCE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 _CATEGORY_FIELDS = ("id", "name", "level", "when", "notice", "supersedes")
@@ -118,6 +118,7 @@ class Rules:
     context: Context
     terms: Mapping[str, Term]
     categories: tuple[Category, ...]
+    combine_within: int = 0  # characters; 0: a combination's terms may stand anywhere in the message
 
 
 def load_rules(path: str | Path | None = None) -> Rules:
@@ -181,6 +182,9 @@ class _Reader:
         turns = data["context_turns"]
         if not isinstance(turns, int) or isinstance(turns, bool) or not 0 <= turns <= 10:
             raise self.fail(where, "context_turns", f"must be a whole number from 0 to 10, not {turns!r}")
+        within = data.get("combine_within", 0)
+        if not isinstance(within, int) or isinstance(within, bool) or not 0 <= within <= 10000:
+            raise self.fail(where, "combine_within", f"must be a whole number from 0 to 10000, not {within!r}")
         self.lexicon = self.lexicons(data.get("lexicon") or {})
         terms = self.terms(data["terms"])
         categories = self.categories(data["categories"], terms)
@@ -192,6 +196,7 @@ class _Reader:
             context=self.context(data["context"]),
             terms=terms,
             categories=categories,
+            combine_within=within,
         )
 
     # --- building blocks -------------------------------------------------------------------------

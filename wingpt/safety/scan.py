@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from wingpt.safety.extract import ages_days, glucose_values, systolic_pressures, temperatures
 from wingpt.safety.normalize import Normalizer
-from wingpt.safety.prefix import PrefixIndex
+from wingpt.safety.prefix import AnchoredMatch, PrefixIndex
 from wingpt.safety.rules import Context, Rules, Term
 
 # Every alternative starts with a character, so the search skips ordinary text fast: a look-behind
@@ -46,7 +46,7 @@ class Mention(NamedTuple):  # a tuple: a long message has hundreds, built on eve
 
 
 class Scanner:
-    """Text -> {term id: matched snippets} for the terms the text asserts as current."""
+    """Text -> {term id: [(matched snippet, start)]} for the terms the text asserts as current."""
 
     def __init__(self, rules: Rules) -> None:
         self._context = rules.context
@@ -55,6 +55,7 @@ class Scanner:
         searched: list[tuple[Term | str, re.Pattern[str]]] = [(t, t.regex) for t in terms if t.regex is not None]
         searched += [(cue, getattr(rules.context, cue)) for cue in _CUES]
         self._index = PrefixIndex(searched)
+        self._after = _After(AnchoredMatch(rules.context.negation_after), AnchoredMatch(rules.context.history_after))
         self._temperature_terms = [(t, t.temperature_at_least) for t in terms if t.temperature_at_least is not None]
         self._age_terms = [(t, t.age_days_under) for t in terms if t.age_days_under is not None]
         # (reader, term, test): readings of a kind (blood pressure, blood sugar) that make the term present
@@ -64,7 +65,7 @@ class Scanner:
                 if (limit := getattr(term, attr)) is not None:
                     self._readings.append((reader, term, make_test(limit)))
 
-    def scan(self, raw: str) -> dict[str, list[str]]:
+    def scan(self, raw: str) -> dict[str, list[tuple[str, int]]]:
         text = self._normalize(raw)
         mentions: list[Mention] = []
         cues: dict[str, list[tuple[int, int]]] = {}
@@ -77,10 +78,10 @@ class Scanner:
         if not mentions:
             return {}
         mentions.sort(key=lambda m: (m.start, -m.end))
-        reader = _ClauseReader(text, self._context, cues, mentions)
-        found: dict[str, list[str]] = {}
+        reader = _ClauseReader(text, self._context, self._after, cues, mentions)
+        found: dict[str, list[tuple[str, int]]] = {}
         for mention in reader.current():
-            found.setdefault(mention.term.id, []).append(text[mention.start : mention.end])
+            found.setdefault(mention.term.id, []).append((text[mention.start : mention.end], mention.start))
         return found
 
     def _numbers(self, text: str) -> list[Mention]:
@@ -99,19 +100,34 @@ class Scanner:
         return mentions
 
 
+class _After(NamedTuple):
+    """The context patterns read right after a mention (negation_after, history_after)."""
+
+    negation: AnchoredMatch
+    history: AnchoredMatch
+
+
 class _ClauseReader:
     """Decides, for one normalised text, which mentions are current. Cues are grouped by clause
     once, so each mention only looks at the few cues of its own clause."""
 
     def __init__(
-        self, text: str, context: Context, cues: dict[str, list[tuple[int, int]]], mentions: list[Mention]
+        self,
+        text: str,
+        context: Context,
+        after: _After,
+        cues: dict[str, list[tuple[int, int]]],
+        mentions: list[Mention],
     ) -> None:
-        self.text, self.ctx, self.mentions = text, context, mentions
+        self.text, self.ctx, self.after, self.mentions = text, context, after, mentions
         breaks = [m.end() for m in _PUNCTUATION.finditer(text)] + [end for _, end in cues.get("clause_breaks", ())]
         self.clause_starts = [0, *sorted(breaks)]
         self.sentence_starts = [0] + [m.end() for m in _SENTENCE_END.finditer(text)]
-        masked = bytearray(len(text))  # 1 where a term or a not-a-negation word stands
-        for start, end in [(m.start, m.end) for m in mentions] + cues.get("not_negation", []):
+        in_term = bytearray(len(text))  # 1 where a term stands: a cue inside a term is no cue
+        for m in mentions:
+            in_term[m.start : m.end] = b"\x01" * (m.end - m.start)
+        masked = bytearray(in_term)  # and where a not-a-negation word stands (是不是, 不停)
+        for start, end in cues.get("not_negation", ()):
             masked[start:end] = b"\x01" * (end - start)
         self.negations = self._by_clause(cues.get("negation", ()), masked)
         self.histories = self._by_clause(cues.get("history", ()), masked)
@@ -120,7 +136,7 @@ class _ClauseReader:
         present_sentences = {self.sentence(start) for start, _ in present}
         unmasked = [
             (name, start) for name in ("general_question", "general_intent") for start, end in cues.get(name, ())
-            if masked.find(1, start, end) < 0
+            if in_term.find(1, start, end) < 0
         ]
         if any(name == "general_intent" for name, _ in unmasked):
             general = set(range(len(self.sentence_starts)))  # learning, not reporting: every sentence
@@ -163,7 +179,7 @@ class _ClauseReader:
         for _, end in self.negations.get(clause, ()):
             if end <= mention.start and fillers.fullmatch(text, end, mention.start):
                 return True
-        if self.ctx.negation_after.match(text, mention.end) and self.clause(mention.end) == clause:
+        if self.after.negation(text, mention.end) and self.clause(mention.end) == clause:
             return True
         # A list after a negation: 否认胸痛、胸闷及大汗 (joiners and fillers only between items).
         return any(
@@ -178,4 +194,4 @@ class _ClauseReader:
         if clause in self.present_clauses or self.last_recurrence >= mention.end:
             return False
         historical = any(start < mention.start for start, _ in self.histories.get(clause, ()))
-        return historical or bool(self.ctx.history_after.match(self.text, mention.end))
+        return historical or bool(self.after.history(self.text, mention.end))
