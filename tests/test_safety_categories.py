@@ -272,6 +272,8 @@ def test_every_shipped_category_has_cases_both_ways() -> None:
         "膝盖疼了好几个月，上下楼梯特别明显",
         "我不知道为什么最近总是头痛",
         "孩子3岁，发烧38度，精神还可以，能吃能玩",
+        "孩子偷吃了一块巧克力",  # 偷吃 is poisoning only with a medicine, a poison or alcohol
+        "孩子发烧了，手脚冰凉正常吗",  # cold hands at a fever's onset are not the mottled skin of sepsis
     ],
 )
 def test_ordinary_questions_raise_nothing(assessor: TriageAssessor, text: str) -> None:
