@@ -29,11 +29,12 @@ def test_the_set_is_large_and_broad_enough() -> None:
     assert len({c.group for c in positives}) >= 25, "presentations"
     assert {c.group for c in negatives} == {"general_knowledge", "negation", "history", "mild", "medicine_test"}
     assert any(len(c.turns) > 1 for c in positives), "earlier turns completing the picture"
-    heldout = sum(c.split == "heldout" for c in cases) / len(cases)
+    tuned_or_held = [c for c in cases if c.split in ("dev", "heldout")]
+    heldout = sum(c.split == "heldout" for c in tuned_or_held) / len(tuned_or_held)
     assert 0.25 <= heldout <= 0.35
 
 
-@pytest.mark.parametrize("split", ["dev", "heldout", "all"])
+@pytest.mark.parametrize("split", ["dev", "heldout", "probe", "all"])
 def test_recall_and_false_alarms_meet_the_thresholds(report, split: str) -> None:
     figures = report.summary()[split]
     misses = [" | ".join(c.turns) for c, _ in report.misses if split in ("all", c.split)]
@@ -46,7 +47,7 @@ def test_the_command_prints_a_report_then_one_json_line(capsys: pytest.CaptureFi
     lines = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(lines[-1])
     assert summary["eval"] == "safety" and summary["passed"] is True
-    assert set(summary) >= {"dev", "heldout", "all", "recall_by_presentation"}
+    assert set(summary) >= {"dev", "heldout", "probe", "all", "recall_by_presentation"}
     assert any(line.startswith("heldout  recall") for line in lines)
 
 
