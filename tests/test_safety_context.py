@@ -10,6 +10,7 @@ import pytest
 
 from wingpt.chat_template import Message
 from wingpt.safety import TriageAssessor, load_rules
+from wingpt.safety.bench import LONG_CONSULTATION
 from wingpt.safety.extract import ages_days, cn_number, temperatures
 from wingpt.safety.normalize import Normalizer
 
@@ -183,3 +184,61 @@ class TestTurns:
     def test_system_and_empty_chats(self, assessor: TriageAssessor) -> None:
         assert assessor.assess([]).level == "none"
         assert assessor.assess([Message("system", "我胸口痛，出冷汗")]).level == "none"
+
+
+class TestLongMessages:
+    def test_a_long_consultation_does_not_combine_words_from_different_paragraphs(
+        self, assessor: TriageAssessor
+    ) -> None:
+        """A 2,000-character consultation: an old penicillin allergy, dizziness on standing up in
+        another paragraph, a worry about stroke, 没有说过不想活. No emergency, so no flag."""
+        assert categories(assessor, LONG_CONSULTATION) == []
+
+    def test_the_same_words_close_together_still_combine(self, assessor: TriageAssessor) -> None:
+        assert "anaphylaxis" in categories(assessor, "对青霉素过敏，刚打完针，喘不上气")
+        far = "对青霉素过敏。" + "平时饮食清淡，按时吃药，每天散步半小时。" * 5 + "今天爬楼梯后有点喘不上气"
+        assert "anaphylaxis" not in categories(assessor, far)
+
+
+class TestGeneralQuestions:
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "心梗的早期症状有哪些？",
+            "怎么预防中风",
+            "什么是过敏性休克",
+            "溺水急救的正确步骤是什么",
+            "被蛇咬了怎么办？去露营前想了解一下",
+        ],
+    )
+    def test_a_question_about_a_disease_in_general_reports_nothing(self, assessor: TriageAssessor, text: str) -> None:
+        assert categories(assessor, text) == []
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "我爸突然嘴歪了。中风的早期症状有哪些？",
+            "中风有哪些症状？我妈现在说话不清楚",
+            "刚才胸口痛出冷汗，心梗有什么表现",
+        ],
+    )
+    def test_a_report_beside_the_question_still_fires(self, assessor: TriageAssessor, text: str) -> None:
+        assert categories(assessor, text) != []
+
+
+class TestReadings:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("血压210/130，头痛", "hypertensive_crisis"),
+            ("高压200多，看东西模糊", "hypertensive_crisis"),
+            ("血糖2.1，一身冷汗", "diabetic_emergency"),
+            ("血压只有70多，脸色苍白，浑身湿冷", "shock_dehydration"),
+        ],
+    )
+    def test_blood_pressure_and_sugar_readings(self, assessor: TriageAssessor, text: str, expected: str) -> None:
+        assert expected in categories(assessor, text)
+
+    @pytest.mark.parametrize("text", ["血压145/90，头有点痛", "血糖5.6，有点出汗", "血压120/80，头痛"])
+    def test_ordinary_readings_raise_nothing(self, assessor: TriageAssessor, text: str) -> None:
+        assert categories(assessor, text) == []

@@ -48,12 +48,58 @@ def test_an_emergency_is_flagged_before_the_first_token_and_the_answer_still_fol
     assert (first + rest).strip(), "continue_generation is true by default: the model still answers"
 
 
+# One message per presentation the rules cover since issue 17 (lay words, as patients write them).
+NEWLY_COVERED = [
+    ("我妈一边脸发麻，说话舌头打结", "stroke_signs"),
+    ("打完针以后血压往下掉，人发晕", "anaphylaxis"),
+    ("嗓子肿得口水都咽不下，吸气有呼噜声", "airway_obstruction"),
+    ("孩子撞到头以后吐了三次", "head_trauma"),
+    ("突然头痛得像要炸开，从来没这么痛过", "thunderclap_headache"),
+    ("宝宝吃葡萄噎住了，嘴唇发紫", "breathing_difficulty"),
+    ("孩子掉进水塘里溺水了", "drowning"),
+    ("我儿子喝农药了", "poisoning_overdose"),
+    ("在山上被毒蛇咬了", "envenomation"),
+    ("孩子发高烧，脖子硬", "meningitis_signs"),
+    ("被开水烫伤了，两条腿全是水泡", "severe_burn"),
+    ("后背突然撕裂样疼痛", "aortic_tearing_pain"),
+    ("爷爷今天突然不认人，说胡话", "acute_confusion"),
+    ("拉了一天肚子，一天没尿了", "shock_dehydration"),
+    ("化疗后发烧39度", "sepsis_signs"),
+    ("屋里烧炭取暖，全家头痛恶心", "carbon_monoxide"),
+    ("从三楼阳台摔下来了", "major_trauma"),
+    ("工人触电了", "electrical_injury"),
+    ("在太阳底下干活，人迷糊了，身上滚烫", "heatstroke"),
+    ("脚冻得发黑，没有知觉", "hypothermia_frostbite"),
+    ("肚子痛得在地上打滚", "acute_abdomen"),
+    ("儿子蛋蛋突然剧痛", "testicular_torsion"),
+    ("血糖2.3，一身冷汗", "diabetic_emergency"),
+    ("血压210/120，头痛得厉害", "hypertensive_crisis"),
+    ("左眼突然看不见了", "vision_loss_eye_injury"),
+    ("刚做完手术躺了几天，突然气短", "pulmonary_embolism"),
+    ("我弟拿着刀乱砍人", "violence_psychosis"),
+    ("孕35周，羊水破了", "obstetric_emergency"),
+]
+
+
+@pytest.mark.parametrize(("message", "category"), NEWLY_COVERED, ids=[c for _, c in NEWLY_COVERED])
+def test_each_newly_covered_presentation_gets_its_notice_with_the_first_response(
+    client: WingptClient, message: str, category: str
+) -> None:
+    with client.stream_chat(message, max_tokens=1) as stream:
+        next(stream, None)
+        triage = stream.triage
+    assert triage is not None and triage.level == "emergency"
+    assert category in triage.categories
+    assert triage.notice.startswith("【紧急】")
+
+
 @pytest.mark.parametrize(
     "message",
     [
         "我没有胸痛，只是有点咳嗽",  # negation
         "去年中风过，现在想问问饮食注意什么",  # history, not a current event
         "孩子咳嗽三天了怎么办？",
+        "心梗的早期症状有哪些？",  # a question about a disease in general
     ],
 )
 def test_ordinary_questions_are_not_flagged(client: WingptClient, message: str) -> None:

@@ -76,6 +76,32 @@ class TestValidation:
         assert (error.where, error.field) == ("category 'chest_pain_acs'", "level")
         assert error.problem == "unknown level 'critical'; expected one of urgent, emergency"
 
+    def test_unknown_word_list_in_a_pattern(self, tmp_path: Path) -> None:
+        data = shipped()
+        data["terms"]["chest_pain"][1] = "{chset}{gap}(?:痛|疼)"
+        error = load_error(tmp_path, data)
+        assert (error.where, error.field) == ("term 'chest_pain'", "patterns[1]")
+        assert error.problem == "unknown word list '{chset}'; did you mean '{chest}'?"
+
+    def test_word_list_must_be_a_list_of_words(self, tmp_path: Path) -> None:
+        data = shipped()
+        data["lexicon"]["chest"] = "胸口"
+        error = load_error(tmp_path, data)
+        assert (error.where, error.field) == ("lexicon 'chest'", "words")
+
+    @pytest.mark.parametrize("value", [-1, "80", True, 20000])
+    def test_combine_within_is_a_number_of_characters(self, tmp_path: Path, value: Any) -> None:
+        data = shipped()
+        data["combine_within"] = value
+        error = load_error(tmp_path, data)
+        assert (error.where, error.field) == ("top level", "combine_within")
+
+    def test_reading_out_of_range(self, tmp_path: Path) -> None:
+        data = shipped()
+        data["terms"]["bp_crisis"][0] = {"systolic_at_least": 500}
+        error = load_error(tmp_path, data)
+        assert (error.where, error.field) == ("term 'bp_crisis'", "patterns[0].systolic_at_least")
+
     def test_duplicate_category_id(self, tmp_path: Path) -> None:
         data = shipped()
         data["categories"].append(dict(data["categories"][1]))
@@ -161,6 +187,13 @@ class TestEditingAndReloading:
         )
         assessor = TriageAssessor(load_rules(write(tmp_path / "rules.yaml", data)))
         assert ask(assessor, "头部外伤").categories == ["head_injury"]
+
+    def test_a_lay_word_added_to_a_word_list_reaches_every_pattern_using_it(self, tmp_path: Path) -> None:
+        data = shipped()
+        assert ask(TriageAssessor(load_rules(write(tmp_path / "before.yaml", data))), "心尖疼，出冷汗").level == "none"
+        data["lexicon"]["chest"].append("心尖")
+        result = ask(TriageAssessor(load_rules(write(tmp_path / "after.yaml", data))), "心尖疼，出冷汗")
+        assert result.categories == ["chest_pain_acs"]
 
     def test_watcher_reloads_changed_file_and_keeps_rules_on_a_bad_edit(self, tmp_path: Path) -> None:
         path = write(tmp_path / "rules.yaml", shipped())

@@ -45,26 +45,44 @@ class TriageAssessor:
     def assess(self, messages: Sequence[Message]) -> TriageResult:
         """Flags raised by the latest user message, with up to `context_turns` earlier user turns
         completing combinations (chest pain in one turn, sweating in the next). A flag needs at least
-        one of its terms in the latest message: the notice answers what the patient just said."""
+        one of its terms in the latest message: the notice answers what the patient just said. Within
+        the latest message, the terms of a combination must stand within `combine_within` characters
+        of each other, so a long message does not combine a symptom from one paragraph with a
+        history from another."""
         user_turns = [m.content for m in messages if m.role == "user"]
         if not user_turns:
             return TriageResult()
         latest = self._scanner.scan(user_turns[-1])
         if not latest:
             return TriageResult()
-        earlier: dict[str, list[str]] = {}
+        earlier: dict[str, list[tuple[str, int]]] = {}
         for text in user_turns[-1 - self.rules.context_turns : -1]:
-            for term, snippets in self._scanner.scan(text).items():
-                earlier.setdefault(term, []).extend(snippets)
+            for term, found in self._scanner.scan(text).items():
+                earlier.setdefault(term, []).extend(found)
         fired: list[Category] = []
         evidence: dict[str, list[str]] = {}
         for category in self.rules.categories:
             for terms in category.when:
-                if all(t in latest or t in earlier for t in terms) and any(t in latest for t in terms):
+                if (
+                    all(t in latest or t in earlier for t in terms)
+                    and any(t in latest for t in terms)
+                    and self._close(terms, latest)
+                ):
                     fired.append(category)
-                    evidence[category.id] = list(dict.fromkeys(s for t in terms for s in latest.get(t) or earlier[t]))
+                    evidence[category.id] = list(
+                        dict.fromkeys(s for t in terms for s, _ in latest.get(t) or earlier[t])
+                    )
                     break
         return _result(fired, evidence)
+
+    def _close(self, terms: tuple[str, ...], latest: dict[str, list[tuple[str, int]]]) -> bool:
+        """Whether the combination's terms found in the latest message stand near each other."""
+        window = self.rules.combine_within
+        here = [[start for _, start in latest[t]] for t in terms if t in latest]
+        if not window or len(here) < 2:
+            return True
+        first, *others = here
+        return any(all(any(abs(p - anchor) <= window for p in positions) for positions in others) for anchor in first)
 
 
 def _result(fired: list[Category], evidence: dict[str, list[str]]) -> TriageResult:

@@ -3,7 +3,8 @@
 The assessment runs before the first token of every chat request, so its p99 must stay far below
 the model's time to first token (budget: 1 ms). The chats below are realistic triage traffic:
 mostly ordinary questions, some red flags, multi-turn histories with assistant replies between,
-and a few long messages. Prints a human table, then one JSON line.
+and a few long messages; then a realistic 2,000-character consultation, and a 2,000-character
+message dense with symptoms (the stress case). Prints a human table, then one JSON line.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import platform
 import statistics
 import time
+from pathlib import Path
 
 from wingpt.chat_template import Message
 from wingpt.safety import TriageAssessor, load_rules
@@ -51,6 +53,11 @@ _CHATS: list[list[str]] = [
         "是拍胸片还是做CT，需要挂什么科，平时要注意什么，要不要戒烟，戒烟有什么好办法吗？"
     ],
 ]
+
+
+# A realistic long message: a daughter's 2,000-character consultation about her mother's chronic
+# conditions, tests and medicines, with worries and past history but no emergency.
+LONG_CONSULTATION = (Path(__file__).with_name("data") / "consultation.txt").read_text(encoding="utf-8")
 
 
 def _conversations() -> list[list[Message]]:
@@ -93,9 +100,11 @@ def main(argv: list[str] | None = None) -> None:
     chats = _conversations()
     corpus = "。".join(t for turns in _CHATS for t in turns)
     long_chat = [Message("user", (corpus * (2000 // len(corpus) + 1))[:2000])]
+    consultation = [Message("user", LONG_CONSULTATION)]
 
     rows = {
         "realistic chats": _measure(assessor, chats, args.requests),
+        "2,000-char consultation": _measure(assessor, [consultation], max(200, args.requests // 20)),
         "2,000-char message": _measure(assessor, [long_chat], max(200, args.requests // 20)),
     }
     flagged = sum(assessor.assess(chat).flagged for chat in chats)
@@ -103,11 +112,11 @@ def main(argv: list[str] | None = None) -> None:
         f"safety layer: {len(rules.categories)} categories, {len(rules.terms)} terms, rules loaded in {load_ms:.1f} ms"
     )
     print(f"{len(chats)} chats ({flagged} flagged), Python {platform.python_version()}")
-    print(f"{'workload':<20} {'requests':>9} {'p50 µs':>8} {'p90 µs':>8} {'p99 µs':>8} {'max µs':>8}")
+    print(f"{'workload':<24} {'requests':>9} {'p50 µs':>8} {'p90 µs':>8} {'p99 µs':>8} {'max µs':>8}")
     summary = {}
     for name, us in rows.items():
         p50, p90, p99 = (_percentile(us, q) for q in (0.5, 0.9, 0.99))
-        print(f"{name:<20} {len(us):>9} {p50:>8.1f} {p90:>8.1f} {p99:>8.1f} {us[-1]:>8.1f}")
+        print(f"{name:<24} {len(us):>9} {p50:>8.1f} {p90:>8.1f} {p99:>8.1f} {us[-1]:>8.1f}")
         mean = statistics.fmean(us)
         summary[name] = {
             "requests": len(us),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from wingpt.safety.prefix import indexed
+
 _CN_DIGITS = {
     "零": 0,
     "〇": 0,
@@ -49,7 +51,7 @@ def cn_number(text: str) -> float | None:
 
 
 # --- temperature --------------------------------------------------------------------------------
-_TEMP_NUM = r"(\d{2}(?:\.\d{1,2})?|[三四]十[一二三四五六七八九]?(?:点[零〇一二三四五六七八九])?)"
+_TEMP_NUM = r"([0-9]{2}(?:\.[0-9]{1,2})?|[三四]十[一二三四五六七八九]?(?:点[零〇一二三四五六七八九])?)"
 # 39.5度, 40°c, 三十九度五, 39度5 (= 39.5); not the 5 of 39度5天.
 _TEMP_WITH_UNIT = re.compile(
     _TEMP_NUM + r"(?:摄氏)?(?:度|°c|°)(?:([0-9一二三四五六七八九])(?![0-9]|天|个|次|小时|分|周|岁|月))?"
@@ -57,7 +59,7 @@ _TEMP_WITH_UNIT = re.compile(
 )
 # 体温39.8, 烧到40, 发烧39度: a number after a fever word needs no unit.
 _TEMP_AFTER_WORD = re.compile(r"(?:体温|烧|测了?|量了?)(?:是|有|到|了|都|已经|一直|在)*" + _TEMP_NUM)
-_FAHRENHEIT = re.compile(r"(\d{2,3}(?:\.\d)?)(?:°f|华氏度?)|华氏(\d{2,3}(?:\.\d)?)度?")
+_FAHRENHEIT = re.compile(r"([0-9]{2,3}(?:\.[0-9])?)(?:°f|华氏度?)|华氏([0-9]{2,3}(?:\.[0-9])?)度?")
 # 体温不到38度 / 外面气温40度 are not a fever.
 _NOT_A_FEVER_BEFORE = re.compile(r"(?:不到|没到|不超过|没超过|没有超过|低于|未超过|未到|气温|室温|水温|外面|天气)$")
 BODY_TEMPERATURE = (35.0, 43.0)
@@ -92,29 +94,31 @@ def temperatures(text: str) -> list[tuple[float, int, int]]:
 
 
 # --- age ----------------------------------------------------------------------------------------
-_AGE_N = r"(?:\d{1,3}|[一二两三四五六七八九十]{1,3}|半)"
+_AGE_N = r"(?:[0-9]{1,3}|[一二两三四五六七八九十]{1,3}|半)"
 _KIN = r"宝宝|孩子|婴儿|小孩|儿子|女儿|闺女|娃|宝贝|小宝"
 # 不到3个月 / 快3个月 / 3个月不到: just under the stated age.
 _UNDER_WORDS = r"不到|未满|没满|不满|还不到|还没满|还没到|快要|快|还差"
 # 出生40天, 宝宝2个月, 孩子才50天: a kin or birth word before the number.
 _AGE_AFTER_WORD = re.compile(
-    r"(?:出生|生下来|出世|月龄|" + _KIN + r")(?:才|刚|刚刚|已经|今天|现在|刚满|满|有|是|只有)*"
+    r"(?:出生|生下来|出世|月龄|" + _KIN + r")(?:才|刚|刚刚|已经|今天|现在|刚满|满|有|是|只有|第)*"
     r"(?P<under>"
     + _UNDER_WORDS
     + r")?(?P<n>"
     + _AGE_N
-    + r")(?P<unit>个半月|个月|月龄|个?星期|个?礼拜|周|天)(?P<after>不到)?"
+    + r")(?P<unit>个半月|个多月|个月|月龄|个?星期|个?礼拜|周|天)(?P<after>不到)?"
 )
 _AGE_NUMBER_FIRST = re.compile(
     # 5岁, 1岁2个月, 3岁半: years first, so the 2个月 of 1岁2个月 is never read alone.
-    r"(?P<y>" + _AGE_N + r")周?岁(?P<yhalf>半)?(?:零|又)?(?:(?P<ym>\d{1,2}|[一二两三四五六七八九十]{1,2})个?月)?"
+    r"(?P<y>" + _AGE_N + r")周?岁(?P<yhalf>半)?(?:零|又)?(?:(?P<ym>[0-9]{1,2}|[一二两三四五六七八九十]{1,2})个?月)?"
     # 2个月大, 40天的宝宝, 6周龄: the number first, then 大/龄 or a kin word.
-    r"|(?P<n>" + _AGE_N + r")(?P<unit>个半月|个月|月|个?星期|个?礼拜|周|天)(?P<after>不到)?"
+    r"|(?P<n>" + _AGE_N + r")(?P<unit>个半月|个多月|个月|月|个?星期|个?礼拜|周|天)(?P<after>不到)?"
     r"(?:大|龄|的?(?:男婴|女婴|新生儿|" + _KIN + r"))"
 )
+_AGE_NUMBER_FIRST_INDEX = indexed(_AGE_NUMBER_FIRST)  # starts with a number group: searched by its prefixes
 _UNDER_BEFORE = re.compile(r"(?:" + _UNDER_WORDS + r")$")
 _UNIT_DAYS = {
     "个半月": 30,
+    "个多月": 30,
     "个月": 30,
     "月龄": 30,
     "月": 30,
@@ -134,7 +138,7 @@ def ages_days(text: str) -> list[tuple[int, int, int]]:
         days = _days(m.group("n"), m.group("unit"), bool(m.group("under") or m.group("after")))
         if days is not None:
             found.append((days, m.start(), m.end()))
-    for m in _AGE_NUMBER_FIRST.finditer(text):
+    for _, m in _AGE_NUMBER_FIRST_INDEX.matches(text):
         if m.group("y"):
             years, months = cn_number(m.group("y")), cn_number(m.group("ym") or "零")
             if years is not None and months is not None:
@@ -151,4 +155,38 @@ def _days(number: str, unit: str, under: bool) -> int | None:
     value = cn_number(number)
     if value is None:
         return None
-    return int(value * _UNIT_DAYS[unit] + (15 if unit == "个半月" else 0)) - (1 if under else 0)
+    return int(value * _UNIT_DAYS[unit] + (15 if unit in ("个半月", "个多月") else 0)) - (1 if under else 0)
+
+
+# --- blood pressure and blood sugar --------------------------------------------------------------
+# 血压180/110, 血压量出来210/130, 高压200多, 血压只有70多, 170/110mmhg: the systolic value.
+_BP_AFTER_WORD = re.compile(r"(?:血压|高压|收缩压)[^0-9,.!?;。]{0,6}?([0-9]{2,3})(?:/([0-9]{2,3}))?")
+_BP_READING = re.compile(r"([0-9]{2,3})/([0-9]{2,3})(?:mmhg|毫米汞柱)")
+SYSTOLIC = (40, 300)
+# 血糖2.1, 血糖只有1.8, 血糖测出来2.5: mmol/L (values above 35 are mg/dL and converted).
+_GLUCOSE_AFTER_WORD = re.compile(r"血糖[^0-9,.!?;。]{0,6}?([0-9]{1,3}(?:\.[0-9]{1,2})?)")
+
+
+def systolic_pressures(text: str) -> list[tuple[float, int, int]]:
+    """Systolic blood pressures (mmHg) mentioned in `text`, each with its span."""
+    if "压" not in text and "mmhg" not in text and "毫米汞柱" not in text:
+        return []
+    found = []
+    for pattern in (_BP_AFTER_WORD, _BP_READING):
+        for m in pattern.finditer(text):
+            systolic = float(m.group(1))
+            diastolic = float(m.group(2)) if m.group(2) else None
+            if SYSTOLIC[0] <= systolic <= SYSTOLIC[1] and (diastolic is None or diastolic < systolic):
+                found.append((systolic, m.start(), m.end()))
+    return found
+
+
+def glucose_values(text: str) -> list[tuple[float, int, int]]:
+    """Blood sugar readings in mmol/L mentioned in `text`, each with its span."""
+    if "血糖" not in text:
+        return []
+    found = []
+    for m in _GLUCOSE_AFTER_WORD.finditer(text):
+        value = float(m.group(1))
+        found.append((round(value / 18, 1) if value > 35 else value, m.start(), m.end()))
+    return found

@@ -16,6 +16,9 @@ T2S_FILE = Path(__file__).with_name("data") / "t2s.txt"
 # Full-width ASCII (，？！０-９ａ-ｚ) -> ASCII, as NFKC would do it; the rest of NFKC is not needed for matching.
 _WIDTH = {chr(0xFF01 + i): chr(0x21 + i) for i in range(94)} | {"℃": "°C", "℉": "°F"}
 _SPACES = {c: "" for c in " \t\r\f\v\u00a0\u3000"} | {"\n": "。"}
+# The characters patients type most that need replacing: replaced first with str.replace, since
+# calling back into Python for each of them costs more than the rest of the normalisation.
+_COMMON = [(c, _WIDTH.get(c, _SPACES.get(c))) for c in "，？！：；（）\n "]
 
 
 @cache
@@ -39,6 +42,8 @@ def to_simplified(text: str) -> str:
     Line breaks become 。 so they still end a clause once the other whitespace is gone
     (patients write 胸 痛 as often as 胸痛).
     """
+    for wide, narrow in _COMMON:  # most of what needs replacing, at C speed
+        text = text.replace(wide, narrow)
     table, chars = _char_map()
     return chars.sub(lambda m: table[m.group()], text)
 

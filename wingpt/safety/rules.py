@@ -34,10 +34,25 @@ _CONTEXT_FIELDS = (
     "history_after",
     "present",
     "recurrence",
+    "general_question",
+    "general_intent",
 )
-_TOP_FIELDS = ("version", "continue_generation", "context_turns", "typos", "context", "terms", "categories")
+_OPTIONAL_CONTEXT = ("general_question", "general_intent")  # added later: a file without it still loads
+_TOP_FIELDS = ("version", "continue_generation", "context_turns", "combine_within", "typos", "context", "terms",
+               "categories", "lexicon")
+_OPTIONAL_TOP = ("typos", "lexicon", "combine_within")
+# `{name}` in a pattern: a word list of the lexicon (or {gap}); a regex repeat such as {2,3} is not a name.
+_REFERENCE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 _CATEGORY_FIELDS = ("id", "name", "level", "when", "notice", "supersedes")
-_NUMERIC_ITEMS = {"temperature_at_least": (35.0, 43.0), "age_days_under": (1, 36500), "age_years_under": (1, 100)}
+_NUMERIC_ITEMS = {
+    "temperature_at_least": (35.0, 43.0),
+    "age_days_under": (1, 36500),
+    "age_years_under": (1, 100),
+    "systolic_at_least": (60, 300),
+    "systolic_under": (40, 200),
+    "glucose_under": (0.5, 10.0),
+    "glucose_at_least": (5.0, 60.0),
+}
 
 
 class RulesError(ValueError):
@@ -57,6 +72,10 @@ class Term:
     temperature_at_least: float | None = None
     age_days_under: int | None = None
     keep_history: bool = False
+    systolic_at_least: float | None = None  # blood pressure, mmHg
+    systolic_under: float | None = None
+    glucose_under: float | None = None  # blood sugar, mmol/L
+    glucose_at_least: float | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +103,8 @@ class Context:
     history_after: re.Pattern[str]
     present: re.Pattern[str]
     recurrence: re.Pattern[str]
+    general_question: re.Pattern[str]  # a sentence asking about a disease in general, not reporting one
+    general_intent: re.Pattern[str]  # anywhere: the writer is learning (想提前了解), not reporting
 
 
 @dataclass(frozen=True)
@@ -97,6 +118,7 @@ class Rules:
     context: Context
     terms: Mapping[str, Term]
     categories: tuple[Category, ...]
+    combine_within: int = 0  # characters; 0: a combination's terms may stand anywhere in the message
 
 
 def load_rules(path: str | Path | None = None) -> Rules:
@@ -144,13 +166,15 @@ class _Reader:
 
     def __init__(self, source: Path) -> None:
         self.source = source
+        self.lexicon: dict[str, str] = {}  # name -> (?:word|word...), filled before any pattern is read
 
     def fail(self, where: str, field: str, problem: str) -> RulesError:
         return RulesError(self.source, where, field, problem)
 
     def rules(self, data: Any) -> Rules:
         where = "top level"
-        data = self.mapping(data, where, "-", required=_TOP_FIELDS[:3] + _TOP_FIELDS[4:], allowed=_TOP_FIELDS)
+        required = tuple(f for f in _TOP_FIELDS if f not in _OPTIONAL_TOP)
+        data = self.mapping(data, where, "-", required=required, allowed=_TOP_FIELDS)
         if type(data["version"]) is not int or data["version"] != 1:
             raise self.fail(where, "version", f"unsupported version {data['version']!r}; expected 1")
         if not isinstance(data["continue_generation"], bool):
@@ -158,6 +182,10 @@ class _Reader:
         turns = data["context_turns"]
         if not isinstance(turns, int) or isinstance(turns, bool) or not 0 <= turns <= 10:
             raise self.fail(where, "context_turns", f"must be a whole number from 0 to 10, not {turns!r}")
+        within = data.get("combine_within", 0)
+        if not isinstance(within, int) or isinstance(within, bool) or not 0 <= within <= 10000:
+            raise self.fail(where, "combine_within", f"must be a whole number from 0 to 10000, not {within!r}")
+        self.lexicon = self.lexicons(data.get("lexicon") or {})
         terms = self.terms(data["terms"])
         categories = self.categories(data["categories"], terms)
         return Rules(
@@ -168,6 +196,7 @@ class _Reader:
             context=self.context(data["context"]),
             terms=terms,
             categories=categories,
+            combine_within=within,
         )
 
     # --- building blocks -------------------------------------------------------------------------
@@ -190,8 +219,10 @@ class _Reader:
         return value.strip()
 
     def pattern(self, value: Any, where: str, field: str) -> str:
-        """A pattern normalised like patient text (so 頭痛 in the file still matches), compiled to check it."""
-        pattern = to_simplified(self.string(value, where, field)).replace("{gap}", GAP)
+        """A pattern normalised like patient text (so 頭痛 in the file still matches), its `{gap}`
+        and `{lexicon}` references expanded, compiled to check it."""
+        text = to_simplified(self.string(value, where, field))
+        pattern = _REFERENCE.sub(lambda m: self.reference(m.group(1), where, field), text)
         try:
             compiled = re.compile(pattern)
         except re.error as exc:
@@ -200,12 +231,38 @@ class _Reader:
             raise self.fail(where, field, f"pattern {value!r} matches empty text, so it would match every message")
         return pattern
 
+    def reference(self, name: str, where: str, field: str) -> str:
+        if name == "gap":
+            return GAP
+        if name not in self.lexicon:
+            close = difflib.get_close_matches(name, [*self.lexicon, "gap"], n=1)
+            hint = f"; did you mean '{{{close[0]}}}'?" if close else "; define it under 'lexicon'"
+            raise self.fail(where, field, f"unknown word list '{{{name}}}'{hint}")
+        return self.lexicon[name]
+
     def patterns(self, value: Any, where: str, field: str) -> list[str]:
         if not isinstance(value, list):
             raise self.fail(where, field, f"must be a list, not {type(value).__name__}")
         return [self.pattern(item, where, f"{field}[{i}]") for i, item in enumerate(value)]
 
     # --- sections --------------------------------------------------------------------------------
+    def lexicons(self, value: Any) -> dict[str, str]:
+        """Named word lists (lay synonyms of a body part, a severity...) that patterns use as {name}."""
+        if not isinstance(value, dict):
+            raise self.fail("lexicon", "-", "must be a mapping of name -> list of words")
+        lists: dict[str, str] = {}
+        for name, words in value.items():
+            where = f"lexicon '{name}'"
+            self.id(name, where, "name")
+            if name == "gap":
+                raise self.fail(where, "name", "'gap' is built in")
+            patterns = self.patterns(words, where, "words")  # may use {gap} and earlier lists
+            if not patterns:
+                raise self.fail(where, "words", "must be a non-empty list")
+            lists[name] = "(?:" + "|".join(sorted(patterns, key=len, reverse=True)) + ")"
+            self.lexicon[name] = lists[name]
+        return lists
+
     def typos(self, value: Any) -> dict[str, str]:
         if not isinstance(value, dict):
             raise self.fail("typos", "-", "must be a mapping of wrong -> right")
@@ -218,8 +275,9 @@ class _Reader:
 
     def context(self, value: Any) -> Context:
         where = "context"
-        value = self.mapping(value, where, "-", required=_CONTEXT_FIELDS, allowed=_CONTEXT_FIELDS)
-        compiled = {name: alternation(self.patterns(value[name], where, name)) for name in _CONTEXT_FIELDS}
+        required = tuple(f for f in _CONTEXT_FIELDS if f not in _OPTIONAL_CONTEXT)
+        value = self.mapping(value, where, "-", required=required, allowed=_CONTEXT_FIELDS)
+        compiled = {name: alternation(self.patterns(value.get(name) or [], where, name)) for name in _CONTEXT_FIELDS}
         # Fillers are matched as a whole run between a negation and its term (没有|明显的|胸痛).
         compiled["negation_fillers"] = re.compile(f"(?:{compiled['negation_fillers'].pattern})*")
         return Context(**compiled)
@@ -257,6 +315,10 @@ class _Reader:
             temperature_at_least=numbers.get("temperature_at_least"),
             age_days_under=int(age_days) if age_days is not None else None,
             keep_history=keep_history,
+            systolic_at_least=numbers.get("systolic_at_least"),
+            systolic_under=numbers.get("systolic_under"),
+            glucose_under=numbers.get("glucose_under"),
+            glucose_at_least=numbers.get("glucose_at_least"),
         )
 
     def numeric_item(self, item: dict[str, Any], where: str, field: str, seen: dict[str, float]) -> dict[str, float]:

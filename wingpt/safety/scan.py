@@ -1,9 +1,11 @@
 """Finding the terms a patient's message asserts *now*: not negated, not past history.
 
-A keyword hit is only half the job: 没有胸痛 and 去年中风过 contain the keywords of two
-emergencies. Each hit (a "mention") is read in its clause: a negation word with only filler
-words before it cancels it, the cancellation carries along a list (否认胸痛、胸闷及大汗), and a
-history word earlier in the clause makes it past unless the clause also speaks of now. Words
+A keyword hit is only half the job: 没有胸痛, 去年中风过 and 中风的前兆有哪些 contain the keywords
+of an emergency. Each hit (a "mention") is read in its clause: a negation word with only filler
+words before it cancels it, the cancellation carries along a list (否认胸痛、胸闷及大汗), a
+history word earlier in the clause makes it past unless the clause also speaks of now, and a
+sentence that asks about a disease in general (有哪些症状, 怎么预防) and says nothing of now
+reports no symptom. Words
 that contain a negation character but are themselves symptoms (叫不醒, 说不出话, 没精神) are
 never read as negations, because every term hit masks the cues inside it.
 """
@@ -12,16 +14,28 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections.abc import Callable
 from typing import NamedTuple
 
-from wingpt.safety.extract import ages_days, temperatures
+from wingpt.safety.extract import ages_days, glucose_values, systolic_pressures, temperatures
 from wingpt.safety.normalize import Normalizer
+from wingpt.safety.prefix import AnchoredMatch, PrefixIndex
 from wingpt.safety.rules import Context, Rules, Term
 
 # Every alternative starts with a character, so the search skips ordinary text fast: a look-behind
 # first would be tried at every position. A full stop between digits (39.5) ends no clause.
 _PUNCTUATION = re.compile(r"[,!?;。…~:]|\.(?:(?!\d)|(?<!\d\.))")
 _LIST_JOINERS = re.compile(r"(?:、|和|及|以及|与|或|或者|跟|/|\+)?")
+_SENTENCE_END = re.compile(r"[?!。]")
+# Context cues found by the index beside the terms; the rest of Context is matched at a position.
+_READINGS = (  # number items of a term beside temperature and age: (reader, Term field, test factory)
+    (systolic_pressures, "systolic_at_least", lambda limit: lambda v: v >= limit),
+    (systolic_pressures, "systolic_under", lambda limit: lambda v: v < limit),
+    (glucose_values, "glucose_under", lambda limit: lambda v: v < limit),
+    (glucose_values, "glucose_at_least", lambda limit: lambda v: v >= limit),
+)
+_CUES = ("negation", "not_negation", "history", "present", "recurrence", "general_question", "general_intent",
+         "clause_breaks")
 
 
 class Mention(NamedTuple):  # a tuple: a long message has hundreds, built on every request
@@ -32,65 +46,117 @@ class Mention(NamedTuple):  # a tuple: a long message has hundreds, built on eve
 
 
 class Scanner:
-    """Text -> {term id: matched snippets} for the terms the text asserts as current."""
+    """Text -> {term id: [(matched snippet, start)]} for the terms the text asserts as current."""
 
     def __init__(self, rules: Rules) -> None:
         self._context = rules.context
         self._normalize = Normalizer(rules.typos)
         terms = rules.terms.values()
-        self._text_terms = [(t, t.regex) for t in terms if t.regex is not None]
+        searched: list[tuple[Term | str, re.Pattern[str]]] = [(t, t.regex) for t in terms if t.regex is not None]
+        searched += [(cue, getattr(rules.context, cue)) for cue in _CUES]
+        self._index = PrefixIndex(searched)
+        self._after = _After(AnchoredMatch(rules.context.negation_after), AnchoredMatch(rules.context.history_after))
         self._temperature_terms = [(t, t.temperature_at_least) for t in terms if t.temperature_at_least is not None]
         self._age_terms = [(t, t.age_days_under) for t in terms if t.age_days_under is not None]
-        self._clause_break = re.compile(f"{_PUNCTUATION.pattern}|{rules.context.clause_breaks.pattern}")
+        # (reader, term, test): readings of a kind (blood pressure, blood sugar) that make the term present
+        self._readings: list[tuple[Callable[[str], list[tuple[float, int, int]]], Term, Callable[[float], bool]]] = []
+        for reader, attr, make_test in _READINGS:
+            for term in terms:
+                if (limit := getattr(term, attr)) is not None:
+                    self._readings.append((reader, term, make_test(limit)))
 
-    def scan(self, raw: str) -> dict[str, list[str]]:
+    def scan(self, raw: str) -> dict[str, list[tuple[str, int]]]:
         text = self._normalize(raw)
-        mentions = self._mentions(text)
+        mentions: list[Mention] = []
+        cues: dict[str, list[tuple[int, int]]] = {}
+        for key, start, end in self._index.find(text):
+            if isinstance(key, str):
+                cues.setdefault(key, []).append((start, end))
+            else:
+                mentions.append(Mention(key, start, end))
+        mentions += self._numbers(text)
         if not mentions:
             return {}
-        reader = _ClauseReader(text, self._context, self._clause_break, mentions)
-        found: dict[str, list[str]] = {}
+        mentions.sort(key=lambda m: (m.start, -m.end))
+        reader = _ClauseReader(text, self._context, self._after, cues, mentions)
+        found: dict[str, list[tuple[str, int]]] = {}
         for mention in reader.current():
-            found.setdefault(mention.term.id, []).append(text[mention.start : mention.end])
+            found.setdefault(mention.term.id, []).append((text[mention.start : mention.end], mention.start))
         return found
 
-    def _mentions(self, text: str) -> list[Mention]:
-        mentions = [Mention(term, m.start(), m.end()) for term, regex in self._text_terms for m in regex.finditer(text)]
+    def _numbers(self, text: str) -> list[Mention]:
+        mentions: list[Mention] = []
         if self._temperature_terms:
             for value, start, end in temperatures(text):
                 mentions += [Mention(t, start, end) for t, at_least in self._temperature_terms if value >= at_least]
         if self._age_terms:
             for days, start, end in ages_days(text):
                 mentions += [Mention(t, start, end, contextual=False) for t, under in self._age_terms if days < under]
-        mentions.sort(key=lambda m: (m.start, -m.end))
+        readings: dict[object, list[tuple[float, int, int]]] = {}
+        for reader, term, test in self._readings:
+            if reader not in readings:
+                readings[reader] = reader(text)
+            mentions += [Mention(term, start, end) for value, start, end in readings[reader] if test(value)]
         return mentions
+
+
+class _After(NamedTuple):
+    """The context patterns read right after a mention (negation_after, history_after)."""
+
+    negation: AnchoredMatch
+    history: AnchoredMatch
 
 
 class _ClauseReader:
     """Decides, for one normalised text, which mentions are current. Cues are grouped by clause
     once, so each mention only looks at the few cues of its own clause."""
 
-    def __init__(self, text: str, context: Context, clause_break: re.Pattern[str], mentions: list[Mention]) -> None:
-        self.text, self.ctx, self.mentions = text, context, mentions
-        self.clause_starts = [0] + [m.end() for m in clause_break.finditer(text)]
-        masked = bytearray(len(text))  # 1 where a term or a not-a-negation word stands
-        spans = [(m.start, m.end) for m in mentions] + [m.span() for m in context.not_negation.finditer(text)]
-        for start, end in spans:
+    def __init__(
+        self,
+        text: str,
+        context: Context,
+        after: _After,
+        cues: dict[str, list[tuple[int, int]]],
+        mentions: list[Mention],
+    ) -> None:
+        self.text, self.ctx, self.after, self.mentions = text, context, after, mentions
+        breaks = [m.end() for m in _PUNCTUATION.finditer(text)] + [end for _, end in cues.get("clause_breaks", ())]
+        self.clause_starts = [0, *sorted(breaks)]
+        self.sentence_starts = [0] + [m.end() for m in _SENTENCE_END.finditer(text)]
+        in_term = bytearray(len(text))  # 1 where a term stands: a cue inside a term is no cue
+        for m in mentions:
+            in_term[m.start : m.end] = b"\x01" * (m.end - m.start)
+        masked = bytearray(in_term)  # and where a not-a-negation word stands (是不是, 不停)
+        for start, end in cues.get("not_negation", ()):
             masked[start:end] = b"\x01" * (end - start)
-        self.negations = self._cues(context.negation, masked)
-        self.histories = self._cues(context.history, masked)
-        self.present_clauses = {self.clause(m.start()) for m in context.present.finditer(text)}
-        self.last_recurrence = max((m.start() for m in context.recurrence.finditer(text)), default=-1)
+        self.negations = self._by_clause(cues.get("negation", ()), masked)
+        self.histories = self._by_clause(cues.get("history", ()), masked)
+        present = cues.get("present", ())
+        self.present_clauses = {self.clause(start) for start, _ in present}
+        present_sentences = {self.sentence(start) for start, _ in present}
+        unmasked = [
+            (name, start) for name in ("general_question", "general_intent") for start, end in cues.get(name, ())
+            if in_term.find(1, start, end) < 0
+        ]
+        if any(name == "general_intent" for name, _ in unmasked):
+            general = set(range(len(self.sentence_starts)))  # learning, not reporting: every sentence
+        else:
+            general = {self.sentence(start) for _, start in unmasked}
+        self.general_sentences = general - present_sentences
+        self.last_recurrence = max((start for start, _ in cues.get("recurrence", ())), default=-1)
 
     def clause(self, position: int) -> int:
         return bisect_right(self.clause_starts, position) - 1
 
-    def _cues(self, pattern: re.Pattern[str], masked: bytearray) -> dict[int, list[tuple[int, int]]]:
+    def sentence(self, position: int) -> int:
+        return bisect_right(self.sentence_starts, position) - 1
+
+    def _by_clause(self, spans, masked: bytearray) -> dict[int, list[tuple[int, int]]]:
         """Cue spans by clause, leaving out those inside a term or a not-a-negation word."""
         cues: dict[int, list[tuple[int, int]]] = {}
-        for m in pattern.finditer(self.text):
-            if masked.find(1, m.start(), m.end()) < 0:
-                cues.setdefault(self.clause(m.start()), []).append(m.span())
+        for start, end in spans:
+            if masked.find(1, start, end) < 0:
+                cues.setdefault(self.clause(start), []).append((start, end))
         return cues
 
     def current(self) -> list[Mention]:
@@ -100,6 +166,8 @@ class _ClauseReader:
             clause = self.clause(mention.start)
             if not mention.contextual:
                 current.append(mention)
+            elif self.sentence(mention.start) in self.general_sentences:
+                continue  # a question about the disease in general, not a report
             elif self._negated(mention, clause, negated.get(clause, [])):
                 negated.setdefault(clause, []).append(mention)
             elif mention.term.keep_history or not self._past(mention, clause):
@@ -111,7 +179,7 @@ class _ClauseReader:
         for _, end in self.negations.get(clause, ()):
             if end <= mention.start and fillers.fullmatch(text, end, mention.start):
                 return True
-        if self.ctx.negation_after.match(text, mention.end) and self.clause(mention.end) == clause:
+        if self.after.negation(text, mention.end) and self.clause(mention.end) == clause:
             return True
         # A list after a negation: 否认胸痛、胸闷及大汗 (joiners and fillers only between items).
         return any(
@@ -126,4 +194,4 @@ class _ClauseReader:
         if clause in self.present_clauses or self.last_recurrence >= mention.end:
             return False
         historical = any(start < mention.start for start, _ in self.histories.get(clause, ()))
-        return historical or bool(self.ctx.history_after.match(self.text, mention.end))
+        return historical or bool(self.after.history(self.text, mention.end))

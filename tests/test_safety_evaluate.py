@@ -1,0 +1,87 @@
+"""The red-flag rules measured on the project's own evaluation set (wingpt/safety/data/eval):
+recall of the messages a triage nurse would send to emergency or urgent care, and false alarms on
+those she would not, both on the part the rules were tuned on (dev) and on the part they were not
+(heldout). Also: the one-pass prefix index finds exactly what each pattern's own search finds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wingpt.safety import TriageAssessor, load_rules
+from wingpt.safety.evaluate import MAX_FALSE_ALARM, MIN_RECALL, evaluate, load_cases, main
+from wingpt.safety.normalize import Normalizer
+from wingpt.safety.prefix import PrefixIndex, prefixes
+from wingpt.safety.scan import _CUES
+
+
+@pytest.fixture(scope="module")
+def report():
+    return evaluate(TriageAssessor(load_rules()), load_cases())
+
+
+def test_the_set_is_large_and_broad_enough() -> None:
+    cases = load_cases()
+    positives = [c for c in cases if c.positive]
+    negatives = [c for c in cases if not c.positive]
+    assert len(cases) >= 300 and len(positives) >= 150 and len(negatives) >= 150
+    assert len({c.group for c in positives}) >= 25, "presentations"
+    assert {c.group for c in negatives} == {"general_knowledge", "negation", "history", "mild", "medicine_test"}
+    assert any(len(c.turns) > 1 for c in positives), "earlier turns completing the picture"
+    tuned_or_held = [c for c in cases if c.split in ("dev", "heldout")]
+    heldout = sum(c.split == "heldout" for c in tuned_or_held) / len(tuned_or_held)
+    assert 0.25 <= heldout <= 0.35
+
+
+@pytest.mark.parametrize("split", ["dev", "heldout", "probe", "all"])
+def test_recall_and_false_alarms_meet_the_thresholds(report, split: str) -> None:
+    figures = report.summary()[split]
+    misses = [" | ".join(c.turns) for c, _ in report.misses if split in ("all", c.split)]
+    assert figures["recall"] >= MIN_RECALL, misses
+    assert figures["false_alarm_rate"] <= MAX_FALSE_ALARM, misses
+
+
+def test_the_command_prints_a_report_then_one_json_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert summary["eval"] == "safety" and summary["passed"] is True
+    assert set(summary) >= {"dev", "heldout", "probe", "all", "recall_by_presentation"}
+    assert any(line.startswith("heldout  recall") for line in lines)
+
+
+def test_a_threshold_not_met_fails_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--min-recall", "1.01"]) == 1
+    assert '"passed": false' in capsys.readouterr().out
+
+
+def test_the_prefix_index_finds_what_each_pattern_finds_alone() -> None:
+    rules = load_rules()
+    normalize = Normalizer(rules.typos)
+    patterns = [(t.id, t.regex) for t in rules.terms.values() if t.regex is not None]
+    patterns += [(cue, getattr(rules.context, cue)) for cue in _CUES]
+    index = PrefixIndex(patterns)
+    assert index.unindexed == [], "every shipped pattern has a bounded start"
+    texts = [normalize(t) for c in load_cases() for t in c.turns]
+    for text in [*texts, "".join(texts)]:
+        expected = sorted((k, m.start(), m.end()) for k, rx in patterns for m in rx.finditer(text))
+        assert sorted(index.find(text)) == expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("胸痛", {"胸痛"}),
+        ("(?:胸口|心口)(?:很)?痛", {"胸口", "心口"}),
+        ("头{gap}痛".replace("{gap}", "[^不]{0,3}"), {"头"}),
+        ("(?:a|b)?c", {"ac", "bc", "c"}),
+        ("抽搐(?<![眼皮]抽搐)", {"抽搐"}),
+        ("次(?<=[0-9]次)", {"次"}),
+        ("[^a]b", None),  # any character may start it: searched on its own
+        ("(?=x)?y", {"y"}),
+    ],
+)
+def test_prefixes_bound_where_a_match_can_start(pattern: str, expected: set[str] | None) -> None:
+    found = prefixes(pattern)
+    assert (None if found is None else set(found)) == expected
