@@ -1,7 +1,7 @@
 """Triage assessment of a chat: which red flags the patient's latest message raises.
 
-This runs before the model's first token in the Triton preprocessing step, so it must be cheap
-(well under a millisecond) and must not depend on the model: it is plain rules over text.
+This runs in the orchestrator (the public model `ensemble`) before the engine is called, so it must
+be cheap (well under a millisecond) and must not depend on the model: it is plain rules over text.
 """
 
 from __future__ import annotations
