@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import re
 
-from wingpt.safety.prefix import indexed
-
 _CN_DIGITS = {
     "零": 0,
     "〇": 0,
@@ -51,7 +49,12 @@ def cn_number(text: str) -> float | None:
 
 
 # --- temperature --------------------------------------------------------------------------------
-_TEMP_NUM = r"([0-9]{2}(?:\.[0-9]{1,2})?|[三四]十[一二三四五六七八九]?(?:点[零〇一二三四五六七八九])?)"
+# Each number pattern below starts with one character class (the branch after it checks which kind
+# of number began), so `re` skips ahead to the next digit or numeral instead of trying the whole
+# pattern at every character of a long message.
+_TEMP_NUM = (
+    r"([0-9三四](?:(?<=[0-9])[0-9](?:\.[0-9]{1,2})?|(?<=[三四])十[一二三四五六七八九]?(?:点[零〇一二三四五六七八九])?))"
+)
 # 39.5度, 40°c, 三十九度五, 39度5 (= 39.5); not the 5 of 39度5天.
 _TEMP_WITH_UNIT = re.compile(
     _TEMP_NUM + r"(?:摄氏)?(?:度|°c|°)(?:([0-9一二三四五六七八九])(?![0-9]|天|个|次|小时|分|周|岁|月))?"
@@ -95,6 +98,11 @@ def temperatures(text: str) -> list[tuple[float, int, int]]:
 
 # --- age ----------------------------------------------------------------------------------------
 _AGE_N = r"(?:[0-9]{1,3}|[一二两三四五六七八九十]{1,3}|半)"
+# The same numbers, starting with one character class (see _TEMP_NUM).
+_AGE_N_FAST = (
+    r"[0-9一二两三四五六七八九十半]"
+    r"(?:(?<=[0-9])[0-9]{0,2}|(?<=[一二两三四五六七八九十])[一二两三四五六七八九十]{0,2}|(?<=半))"
+)
 _KIN = r"宝宝|孩子|婴儿|小孩|儿子|女儿|闺女|娃|宝贝|小宝"
 # 不到3个月 / 快3个月 / 3个月不到: just under the stated age.
 _UNDER_WORDS = r"不到|未满|没满|不满|还不到|还没满|还没到|快要|快|还差"
@@ -108,13 +116,14 @@ _AGE_AFTER_WORD = re.compile(
     + r")(?P<unit>个半月|个多月|个月|月龄|个?星期|个?礼拜|周|天)(?P<after>不到)?"
 )
 _AGE_NUMBER_FIRST = re.compile(
-    # 5岁, 1岁2个月, 3岁半: years first, so the 2个月 of 1岁2个月 is never read alone.
-    r"(?P<y>" + _AGE_N + r")周?岁(?P<yhalf>半)?(?:零|又)?(?:(?P<ym>[0-9]{1,2}|[一二两三四五六七八九十]{1,2})个?月)?"
-    # 2个月大, 40天的宝宝, 6周龄: the number first, then 大/龄 or a kin word.
-    r"|(?P<n>" + _AGE_N + r")(?P<unit>个半月|个多月|个月|月|个?星期|个?礼拜|周|天)(?P<after>不到)?"
-    r"(?:大|龄|的?(?:男婴|女婴|新生儿|" + _KIN + r"))"
+    # One number, then either years (5岁, 1岁2个月, 3岁半: years first, so the 2个月 of 1岁2个月 is
+    # never read alone) or 2个月大, 40天的宝宝, 6周龄: a unit, then 大/龄 or a kin word. The number
+    # comes first, outside the branch, so the search skips ahead to digits and numerals.
+    r"(?P<num>" + _AGE_N_FAST + r")"
+    r"(?:周?岁(?P<yhalf>半)?(?:零|又)?(?:(?P<ym>[0-9]{1,2}|[一二两三四五六七八九十]{1,2})个?月)?(?P<years>)"
+    r"|(?P<unit>个半月|个多月|个月|月|个?星期|个?礼拜|周|天)(?P<after>不到)?"
+    r"(?:大|龄|的?(?:男婴|女婴|新生儿|" + _KIN + r")))"
 )
-_AGE_NUMBER_FIRST_INDEX = indexed(_AGE_NUMBER_FIRST)  # starts with a number group: searched by its prefixes
 _UNDER_BEFORE = re.compile(r"(?:" + _UNDER_WORDS + r")$")
 _UNIT_DAYS = {
     "个半月": 30,
@@ -138,14 +147,14 @@ def ages_days(text: str) -> list[tuple[int, int, int]]:
         days = _days(m.group("n"), m.group("unit"), bool(m.group("under") or m.group("after")))
         if days is not None:
             found.append((days, m.start(), m.end()))
-    for _, m in _AGE_NUMBER_FIRST_INDEX.matches(text):
-        if m.group("y"):
-            years, months = cn_number(m.group("y")), cn_number(m.group("ym") or "零")
+    for m in _AGE_NUMBER_FIRST.finditer(text):
+        if m.group("years") is not None:
+            years, months = cn_number(m.group("num")), cn_number(m.group("ym") or "零")
             if years is not None and months is not None:
                 found.append((int(years * 365 + (182 if m.group("yhalf") else 0) + months * 30), m.start(), m.end()))
             continue
         under = bool(m.group("after") or _UNDER_BEFORE.search(text, max(0, m.start() - 3), m.start()))
-        days = _days(m.group("n"), m.group("unit"), under)
+        days = _days(m.group("num"), m.group("unit"), under)
         if days is not None:
             found.append((days, m.start(), m.end()))
     return found
@@ -161,7 +170,7 @@ def _days(number: str, unit: str, under: bool) -> int | None:
 # --- blood pressure and blood sugar --------------------------------------------------------------
 # 血压180/110, 血压量出来210/130, 高压200多, 血压只有70多, 170/110mmhg: the systolic value.
 _BP_AFTER_WORD = re.compile(r"(?:血压|高压|收缩压)[^0-9,.!?;。]{0,6}?([0-9]{2,3})(?:/([0-9]{2,3}))?")
-_BP_READING = re.compile(r"([0-9]{2,3})/([0-9]{2,3})(?:mmhg|毫米汞柱)")
+_BP_READING = re.compile(r"([0-9][0-9]{1,2})/([0-9]{2,3})(?:mmhg|毫米汞柱)")  # [0-9] first: skips ahead
 SYSTOLIC = (40, 300)
 # 血糖2.1, 血糖只有1.8, 血糖测出来2.5: mmol/L (values above 35 are mg/dL and converted).
 _GLUCOSE_AFTER_WORD = re.compile(r"血糖[^0-9,.!?;。]{0,6}?([0-9]{1,3}(?:\.[0-9]{1,2})?)")

@@ -184,12 +184,6 @@ def _trigger(one: dict[str, list[int]], two: dict[str, list[int]]) -> re.Pattern
     return re.compile(f"[{re.escape(firsts)}](?:{'|'.join(checks)})")
 
 
-def indexed(pattern: re.Pattern[str]) -> PrefixIndex:
-    """One pattern on its own, searched through its prefixes: `indexed(p).matches(text)` gives
-    what `p.finditer(text)` gives, for a pattern that starts with a group `re` cannot skip ahead for."""
-    return PrefixIndex([(0, pattern)])
-
-
 class AnchoredMatch:
     """`pattern.match(text, pos)` that first checks the text at `pos` against the pattern's
     prefixes: most positions asked about (the end of every mention) start no match at all."""
