@@ -41,6 +41,8 @@ class TriageAssessor:
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
         self._scanner = Scanner(rules)
+        # Each `when` alternative with its terms as a set: one C-level subset test per alternative.
+        self._alternatives = [(c, [(terms, frozenset(terms)) for terms in c.when]) for c in rules.categories]
 
     def assess(self, messages: Sequence[Message]) -> TriageResult:
         """Flags raised by the latest user message, with up to `context_turns` earlier user turns
@@ -61,13 +63,10 @@ class TriageAssessor:
                 earlier.setdefault(term, []).extend(found)
         fired: list[Category] = []
         evidence: dict[str, list[str]] = {}
-        for category in self.rules.categories:
-            for terms in category.when:
-                if (
-                    all(t in latest or t in earlier for t in terms)
-                    and any(t in latest for t in terms)
-                    and self._close(terms, latest)
-                ):
+        found = latest.keys() | earlier.keys()
+        for category, alternatives in self._alternatives:
+            for terms, needed in alternatives:
+                if needed <= found and not needed.isdisjoint(latest) and self._close(terms, latest):
                     fired.append(category)
                     evidence[category.id] = list(
                         dict.fromkeys(s for t in terms for s, _ in latest.get(t) or earlier[t])

@@ -135,27 +135,24 @@ class PrefixIndex:
         return [self._keys[i] for i in self._unindexed]
 
     def find(self, text: str) -> list[tuple[Hashable, int, int]]:
-        return [(key, hit.start(), hit.end()) for key, hit in self.matches(text)]
-
-    def matches(self, text: str) -> list[tuple[Hashable, re.Match[str]]]:
-        """(key, match) for every match of every pattern, ordered by start."""
-        match, keys, cache, candidates = self._match, self._keys, self._by_start, self._candidates
+        """(key, start, end) for every match of every pattern, ordered by start. One loop, kept
+        tight: on a long message it runs for every place a pattern may start."""
+        match, keys, cache = self._match, self._keys, self._by_start
         resume = [0] * len(match)  # where each pattern's own search would continue
-        found: list[tuple[Hashable, re.Match[str]]] = []
+        found: list[tuple[Hashable, int, int]] = []
+        append = found.append
         for m in self._trigger.finditer(text):
             start = m.start()
-            pair = text[start : start + 2]
-            group = cache.get(pair)
+            group = cache.get(text[start : start + 2])
             if group is None:
-                group = candidates(pair)
+                group = self._candidates(text[start : start + 2])
             for i in group:
                 if start >= resume[i] and (hit := match[i](text, start)) is not None:
-                    found.append((keys[i], hit))
-                    resume[i] = hit.end()
-        for i in self._unindexed:
-            found += [(keys[i], hit) for hit in self._patterns[i].finditer(text)]
+                    resume[i] = end = hit.end()
+                    append((keys[i], start, end))
         if self._unindexed:
-            found.sort(key=lambda f: f[1].start())
+            found += [(keys[i], *hit.span()) for i in self._unindexed for hit in self._patterns[i].finditer(text)]
+            found.sort(key=lambda f: f[1])
         return found
 
     def _candidates(self, pair: str) -> tuple[int, ...]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Callable
+from operator import attrgetter
 from typing import NamedTuple
 
 from wingpt.safety.extract import ages_days, glucose_values, systolic_pressures, temperatures
@@ -45,6 +46,10 @@ class Mention(NamedTuple):  # a tuple: a long message has hundreds, built on eve
     contextual: bool = True  # ages are facts about the patient; negation and history do not apply
 
 
+_new_mention = tuple.__new__  # Mention(...) runs a Python-level __new__; this builds the same tuple in C
+_START, _END = attrgetter("start"), attrgetter("end")
+
+
 class Scanner:
     """Text -> {term id: [(matched snippet, start)]} for the terms the text asserts as current."""
 
@@ -70,14 +75,17 @@ class Scanner:
         mentions: list[Mention] = []
         cues: dict[str, list[tuple[int, int]]] = {}
         for key, start, end in self._index.find(text):
-            if isinstance(key, str):
+            if key.__class__ is str:
                 cues.setdefault(key, []).append((start, end))
             else:
-                mentions.append(Mention(key, start, end))
+                mentions.append(_new_mention(Mention, (key, start, end, True)))
         mentions += self._numbers(text)
         if not mentions:
             return {}
-        mentions.sort(key=lambda m: (m.start, -m.end))
+        # By start, longer first at the same start: two stable sorts with C keys, as
+        # sort(key=lambda m: (m.start, -m.end)) would order them, for less.
+        mentions.sort(key=_END, reverse=True)
+        mentions.sort(key=_START)
         reader = _ClauseReader(text, self._context, self._after, cues, mentions)
         found: dict[str, list[tuple[str, int]]] = {}
         for mention in reader.current():
@@ -162,11 +170,12 @@ class _ClauseReader:
     def current(self) -> list[Mention]:
         negated: dict[int, list[Mention]] = {}
         current: list[Mention] = []
-        for mention in self.mentions:
-            clause = self.clause(mention.start)
+        clauses, sentences, general = self.clause_starts, self.sentence_starts, self.general_sentences
+        for mention in self.mentions:  # bisect_right inline: a method call per mention costs more than it
+            clause = bisect_right(clauses, mention.start) - 1
             if not mention.contextual:
                 current.append(mention)
-            elif self.sentence(mention.start) in self.general_sentences:
+            elif general and bisect_right(sentences, mention.start) - 1 in general:
                 continue  # a question about the disease in general, not a report
             elif self._negated(mention, clause, negated.get(clause, [])):
                 negated.setdefault(clause, []).append(mention)
@@ -195,3 +204,4 @@ class _ClauseReader:
             return False
         historical = any(start < mention.start for start, _ in self.histories.get(clause, ()))
         return historical or bool(self.after.history(self.text, mention.end))
+
