@@ -155,7 +155,8 @@ class TestNumbers:
     def test_durations_are_not_ages(self, text: str) -> None:
         assert ages_days(text) == []
 
-    @pytest.mark.parametrize(("text", "value"), [("四十", 40), ("十五", 15), ("两", 2), ("半", 0.5), ("几", None)])
+    @pytest.mark.parametrize(("text", "value"), [("四十", 40), ("十五", 15), ("两", 2), ("半", 0.5), ("几", None),
+                                                 ("十三三", None), ("十十", None), ("三三十", None)])
     def test_chinese_numbers(self, text: str, value: float | None) -> None:
         assert cn_number(text) == value
 

@@ -38,6 +38,8 @@ def cn_number(text: str) -> float | None:
         return None
     if "十" in whole:
         tens, _, ones = whole.partition("十")
+        if len(tens) > 1 or len(ones) > 1 or "十" in ones:  # 十三三, 十十, 三三十: not numbers
+            return None
         value = float((_CN_DIGITS[tens] if tens else 1) * 10 + (_CN_DIGITS[ones] if ones else 0))
     elif len(whole) == 1:
         value = float(_CN_DIGITS[whole])
