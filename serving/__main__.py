@@ -9,7 +9,7 @@ from pathlib import Path
 
 from openai_api.settings import OpenAISettings
 from serving.launch import Sidecar, Supervisor
-from serving.render import ENGINE_MODEL, RenderError, parameters_for, render_repository
+from serving.render import RenderError, parameters_for, render_repository
 from wingpt.engine.embedded import WARNING, ensure_embedded_model, is_embedded
 from wingpt.settings import TARGETS, ServerSettings
 
@@ -76,10 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not settings.model_dir:
         print(f"NOTE: {WARNING}")
-    # The Python-backend engine runs in its own stub process, which the supervisor watches; the
-    # TensorRT-LLM backend runs inside tritonserver, so the server's own death covers it.
-    engine = ENGINE_MODEL[settings.target]
-    supervisor = Supervisor(repo, settings, engine if engine == "torch_llm" else None, sidecar=sidecar)
+    # Every Python-backend model (the orchestrator, torch_llm) runs in its own stub process, which the
+    # supervisor watches; the TensorRT-LLM backend runs inside tritonserver, so the server's death covers it.
+    supervisor = Supervisor(repo, settings, sidecar=sidecar)
     signal.signal(signal.SIGTERM, lambda *_: supervisor.terminate())
     try:
         supervisor.start()

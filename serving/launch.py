@@ -165,6 +165,12 @@ def child_pids(pid: int) -> list[int]:
     return children
 
 
+def python_models(repository: Path) -> list[str]:
+    """The models of a rendered repository that run in a Python-backend stub process."""
+    return sorted(config.parent.name for config in repository.glob("*/config.pbtxt")
+                  if 'backend: "python"' in config.read_text(encoding="utf-8"))
+
+
 def stub_pids(server_pid: int, model: str) -> list[int]:
     """The Python-backend stub processes of `model` (their command line names the model's directory)."""
     found = []
@@ -282,10 +288,11 @@ class Supervisor:
     while the ones it is streaming drain through the engine.
     """
 
-    def __init__(self, repo: Path, settings: ServerSettings, engine_model: str | None,
-                 log_path: Path | None = None, check_every_s: float = 0.5, max_restarts: int = 5,
+    def __init__(self, repo: Path, settings: ServerSettings, log_path: Path | None = None,
+                 check_every_s: float = 0.5, max_restarts: int = 5,
                  restart_window_s: float = 600.0, sidecar: Sidecar | None = None) -> None:
-        self.repo, self.settings, self.engine_model, self.log_path = repo, settings, engine_model, log_path
+        self.repo, self.settings, self.log_path = repo, settings, log_path
+        self.watched = python_models(repo)  # the orchestrator, and torch_llm where it is the engine
         self.sidecar = sidecar
         self.check_every_s = check_every_s
         self.max_restarts, self.restart_window_s = max_restarts, restart_window_s
@@ -322,9 +329,9 @@ class Supervisor:
             self.sidecar.stop()
         return code
 
-    def _engine_dead(self) -> bool:
+    def _dead_models(self) -> list[str]:
         assert self.process is not None
-        return self.engine_model is not None and not stub_pids(self.process.pid, self.engine_model)
+        return [model for model in self.watched if not stub_pids(self.process.pid, model)]
 
     def run(self) -> int:
         """Supervise until terminated; returns tritonserver's exit code."""
@@ -342,10 +349,11 @@ class Supervisor:
                 print(f"supervisor: restarting {self.sidecar.name}", file=sys.stderr, flush=True)
                 self.sidecar.start()
                 continue
-            if code is None and not self._engine_dead():
+            dead = self._dead_models() if code is None else []
+            if code is None and not dead:
                 continue
             reason = f"tritonserver exited with code {code}" if code is not None else \
-                f"the engine model {self.engine_model!r} process died"
+                f"the process of model(s) {', '.join(dead)} died"
             if not self._note_restart(reason):
                 return 1
             print(f"supervisor: {reason}; restarting tritonserver (in-flight streams end with UNAVAILABLE)",

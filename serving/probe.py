@@ -17,15 +17,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from serving.launch import stub_pids
+from serving.launch import python_models, stub_pids
 
 ENDPOINTS = {"ready": "/v2/health/ready", "live": "/v2/health/live"}
-
-
-def python_models(repository: Path) -> list[str]:
-    """The models of a rendered repository that run in a Python-backend stub process."""
-    return sorted(config.parent.name for config in repository.glob("*/config.pbtxt")
-                  if 'backend: "python"' in config.read_text(encoding="utf-8"))
 
 
 def problem(kind: str, repository: Path, server_pid: int, http_port: int) -> str | None:

@@ -18,8 +18,7 @@ import pytest
 from reliability_servers import wait_until
 
 from serving.__main__ import render_from_settings
-from serving.launch import free_port, start_server, stop_server, stub_pids, wait_ready
-from serving.probe import python_models
+from serving.launch import free_port, python_models, start_server, stop_server, stub_pids, wait_ready
 from tests.servers import RunningServer
 from wingpt.settings import ServerSettings
 
