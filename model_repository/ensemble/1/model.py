@@ -303,6 +303,7 @@ class _AdmissionMetrics:
             name="wingpt_orchestrator_refused_total",
             description="Requests refused because the waiting line was full, by priority",
             kind=pb_utils.MetricFamily.COUNTER)
+        self._families = (requests, shed, refused)  # a family must outlive its metrics
         labels = admission.labels
         self._gauges = {(state, p): requests.Metric(labels={"model": "ensemble", "priority": p, "state": state})
                         for state in ("running", "waiting") for p in labels}
