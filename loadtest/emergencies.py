@@ -1,9 +1,10 @@
 """Scenario "peak with emergencies": the evening peak overloads the server and some patients write emergencies.
 
-    python -m loadtest.emergencies [--url HOST:PORT] --concurrency 16 --requests 96 --emergency-share 0.2 \\
-        --max-tokens 32 --out build/emergencies
+    python -m loadtest.emergencies [--url HOST:PORT] --concurrency 16 --duration-s 60 --emergency-share 0.2 \\
+        --max-tokens 32 --backoff-s 0.5 --out build/emergencies
 
-Closed-loop workers (more than the server's batch + waiting line, so it is overloaded) send ordinary questions
+Closed-loop patients (more than the server's batch + waiting line, so it is overloaded; after an overload answer
+each waits --backoff-s) send ordinary questions
 (the `qizhen` workload, triage level none) with every n-th an emergency message (triage level emergency). The
 report compares the two classes: how many were served, refused or shed (`[UNAVAILABLE] server overloaded`), and
 TTFT (first answer text; an emergency's notice comes before it) of those served. With the orchestrator's
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -27,7 +29,7 @@ import numpy as np
 
 from loadtest.metrics import RequestRecord
 from loadtest.servers import local_triton
-from loadtest.sweep import run_level
+from loadtest.sweep import send_one
 from loadtest.targets import Generation, TritonTarget
 from loadtest.workloads import Prompt, build_workload, prompt_tokens
 
@@ -83,22 +85,38 @@ def format_table(summary: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
-async def run(url: str, concurrency: int, requests: int, share: float, max_tokens: int) -> list[RequestRecord]:
+async def run(url: str, concurrency: int, duration_s: float, share: float, max_tokens: int,
+              backoff_s: float) -> list[RequestRecord]:
+    """`concurrency` patients, each sending one chat at a time for `duration_s`; after an overload answer a
+    patient waits `backoff_s` before the next (as a client honouring Retry-After does), instead of hammering."""
     target = TritonTarget(url, name="triton")
+    prompts = peak_with_emergencies(share)
+    # Fixed-length answers (end of text ignored), so both classes ask the engine for the same work.
+    generation = Generation(max_tokens, 0.0, True)
+    records: list[RequestRecord] = []
+    deadline = time.monotonic() + duration_s
+
+    async def patient() -> None:
+        while time.monotonic() < deadline:
+            record = await send_one(target, next(prompts), generation, concurrency)
+            records.append(record)
+            if not record.ok:
+                await asyncio.sleep(backoff_s)
+
     try:
         await target.check()
-        # Fixed-length answers (end of text ignored), so both classes ask the engine for the same work.
-        return await run_level(target, peak_with_emergencies(share), Generation(max_tokens, 0.0, True),
-                               concurrency, requests=requests)
+        await asyncio.gather(*(patient() for _ in range(concurrency)))
     finally:
         await target.aclose()
+    return records
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m loadtest.emergencies", description=__doc__.split("\n\n")[0])
     p.add_argument("--url", default="", help="Triton gRPC host:port; empty = start the embedded default")
     p.add_argument("--concurrency", type=int, default=16, help="closed-loop workers (above batch + line)")
-    p.add_argument("--requests", type=int, default=96)
+    p.add_argument("--duration-s", type=float, default=60.0)
+    p.add_argument("--backoff-s", type=float, default=0.5, help="a patient's wait after an overload answer")
     p.add_argument("--emergency-share", type=float, default=0.2)
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--label", default="", help="names the run in the summary (e.g. priority on / off)")
@@ -109,20 +127,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    settings = (args.concurrency, args.duration_s, args.emergency_share, args.max_tokens, args.backoff_s)
     if args.url:
-        records = asyncio.run(run(args.url, args.concurrency, args.requests, args.emergency_share, args.max_tokens))
+        records = asyncio.run(run(args.url, *settings))
     else:
         with local_triton(args.out) as url:
-            records = asyncio.run(run(url, args.concurrency, args.requests, args.emergency_share, args.max_tokens))
+            records = asyncio.run(run(url, *settings))
     summary = {"scenario": "peak with emergencies", "label": args.label, "concurrency": args.concurrency,
-               "requests": args.requests, "emergency_share": args.emergency_share, "max_tokens": args.max_tokens,
+               "duration_s": args.duration_s, "backoff_s": args.backoff_s,
+               "emergency_share": args.emergency_share, "max_tokens": args.max_tokens,
                "classes": summarize(records)}
     (args.out / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
     with (args.out / "requests.jsonl").open("w") as f:
         for record in records:
             f.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
     print(f"peak with emergencies{' (' + args.label + ')' if args.label else ''}: {args.concurrency} workers, "
-          f"{args.requests} requests, emergency share {args.emergency_share}")
+          f"{args.duration_s:.0f} s, backoff {args.backoff_s} s after an overload, emergency share "
+          f"{args.emergency_share}, {len(records)} requests")
     print(format_table(summary["classes"]))
     print(json.dumps(summary, ensure_ascii=False))
     return 0
