@@ -48,6 +48,8 @@ def parameters_for(settings: ServerSettings, model_dir: str, embedded: bool) -> 
         "engine_model": ENGINE_MODEL[settings.target],
         "max_batch_size": str(settings.max_batch_size),
         "max_queue_size": str(settings.max_queue_size),
+        "priority_levels": ",".join(settings.priority),
+        "priority_reserved": str(settings.priority_reserved),
         "context_window": str(settings.context_window),
         "max_tokens_default": str(settings.max_tokens_default),
         "max_tokens_limit": str(settings.max_tokens_limit),

@@ -295,10 +295,14 @@ def test_hpa_scales_on_the_executor_queue_and_owns_the_replica_count(profile: st
     assert not find(docs, "ScaledObject")
     metrics = [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"]]
     assert metrics == ["wingpt_waiting_requests"]
-    # The metric exists only if Prometheus Adapter has a rule for it, built on Triton's executor-queue gauge.
+    # The metric exists only if Prometheus Adapter has a rule for it: the requests waiting in the orchestrator's
+    # triage-ordered line and in the engine's own queue, together.
     rules = adapter_rules()
     assert set(metrics) <= set(rules)
-    assert 'nv_trt_llm_request_metrics{request_type="waiting"' in rules["wingpt_waiting_requests"]["seriesQuery"]
+    waiting = rules["wingpt_waiting_requests"]
+    assert 'wingpt_orchestrator_requests{state="waiting"' in waiting["seriesQuery"]
+    assert 'wingpt_orchestrator_requests{<<.LabelMatchers>>,state="waiting"}' in waiting["metricsQuery"]
+    assert 'nv_trt_llm_request_metrics{<<.LabelMatchers>>,request_type="waiting"}' in waiting["metricsQuery"]
     # Scale up at once, down slowly: a replica needs minutes to load its engine.
     assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300
 
@@ -322,8 +326,9 @@ def test_keda_replaces_the_hpa_and_queries_this_releases_pods() -> None:
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "prometheus"
     query = trigger["metadata"]["query"]
-    assert 'request_type="waiting"' in query
-    assert f'namespace="{NAMESPACE}",service="{FULLNAME}-triton-metrics"' in query
+    selector = f'namespace="{NAMESPACE}",service="{FULLNAME}-triton-metrics"'
+    assert f'wingpt_orchestrator_requests{{state="waiting",{selector}' in query
+    assert f'nv_trt_llm_request_metrics{{request_type="waiting",{selector}' in query
     assert {s["metadata"]["name"] for s in find(docs, "Service")} >= {f"{FULLNAME}-triton-metrics"}
 
 
@@ -344,7 +349,7 @@ def test_service_monitor_scrapes_the_metrics_service() -> None:
     assert [p["targetPort"] for p in metrics_service["spec"]["ports"]] == ["metrics"]
 
 
-def test_grafana_dashboard_shows_ttft_tokens_queue_kv_cache_and_errors() -> None:
+def test_grafana_dashboard_shows_ttft_tokens_queue_kv_cache_errors_and_the_priority_line() -> None:
     config = one(render(*PROFILES["7b-int4"]), "ConfigMap", f"{FULLNAME}-dashboard")
     assert config["metadata"]["labels"]["grafana_dashboard"] == "1"
     dashboard = json.loads(config["data"]["wingpt-triton.json"])
@@ -356,6 +361,9 @@ def test_grafana_dashboard_shows_ttft_tokens_queue_kv_cache_and_errors() -> None
         "KV-cache": "nv_trt_llm_kv_cache_block_metrics",
         "errors": "nv_inference_request_failure",
         "waiting": 'nv_trt_llm_request_metrics{namespace="$namespace",pod=~"$pod",request_type=~"waiting',
+        "waiting line by priority": 'wingpt_orchestrator_requests{namespace="$namespace",pod=~"$pod",state="waiting"}',
+        "Shed and refused": "wingpt_orchestrator_shed_total",
+        "refused requests by priority": "wingpt_orchestrator_refused_total",
     }
     for title_part, metric in wanted.items():
         assert any(title_part in title and metric in q for title, q in queries.items()), title_part
@@ -367,6 +375,7 @@ def test_alerts_watch_the_ttft_slo_queue_kv_cache_and_errors() -> None:
     alerts = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
     assert "> 1000" in alerts["WingptTtftSloBreached"]
     assert 'request_type="waiting"' in alerts["WingptQueueBacklog"]
+    assert 'state="waiting"' in alerts["WingptQueueBacklog"], "the orchestrator's waiting line counts too"
     assert "kv_cache_block_type" in alerts["WingptKvCacheNearlyFull"]
     assert "nv_inference_request_failure" in alerts["WingptErrorRatio"]
     assert all(f'namespace="{NAMESPACE}"' in expr for expr in alerts.values())

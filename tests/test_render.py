@@ -62,3 +62,23 @@ def test_a_missing_parameter_is_named(tmp_path: Path) -> None:
 def test_settings_reject_inconsistent_limits() -> None:
     with pytest.raises(ValueError, match="WINGPT_MAX_TOKENS_LIMIT"):
         ServerSettings.from_env(max_tokens_limit=9000, context_window=4096)
+
+
+def test_priority_settings_reach_the_orchestrator_config(tmp_path: Path) -> None:
+    settings = ServerSettings(priority_levels="emergency, urgent", priority_reserved=2)
+    repo = render_repository("cpu", tmp_path / "repo", parameters_for(settings, "", embedded=True))
+    config = text_format.Parse((repo / "ensemble" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert config.parameters["priority_levels"].string_value == "emergency,urgent"
+    assert config.parameters["priority_reserved"].string_value == "2"
+    off = parameters_for(ServerSettings(priority_levels="none"), "", embedded=True)
+    assert off["priority_levels"] == ""
+
+
+@pytest.mark.parametrize(("overrides", "variable"), [
+    ({"priority_levels": "critical"}, "WINGPT_PRIORITY_LEVELS"),
+    ({"priority_levels": "emergency,emergency"}, "WINGPT_PRIORITY_LEVELS"),
+    ({"priority_reserved": 65, "max_queue_size": 64}, "WINGPT_PRIORITY_RESERVED"),
+])
+def test_settings_reject_unknown_priority_levels_and_impossible_reservations(overrides, variable) -> None:
+    with pytest.raises(ValueError, match=variable):
+        ServerSettings.from_env(**overrides)

@@ -39,6 +39,13 @@ class ServerSettings:
                                                      "help": "sequences generated together (in-flight batch)"})
     max_queue_size: int = field(default=64, metadata={"env": "WINGPT_MAX_QUEUE_SIZE",
                                                       "help": "requests waiting beyond the batch; more are rejected"})
+    priority_levels: str = field(default="emergency", metadata={
+        "env": "WINGPT_PRIORITY_LEVELS",
+        "help": "triage levels admitted ahead of ordinary requests, most urgent first "
+                "(emergency | emergency,urgent | none)"})
+    priority_reserved: int = field(default=0, metadata={
+        "env": "WINGPT_PRIORITY_RESERVED",
+        "help": "places of the waiting line (WINGPT_MAX_QUEUE_SIZE) that only priority requests may take"})
     context_window: int = field(default=4096, metadata={"env": "WINGPT_CONTEXT_WINDOW",
                                                         "help": "prompt + output tokens per sequence"})
     max_tokens_default: int = field(default=512, metadata={"env": "WINGPT_MAX_TOKENS_DEFAULT",
@@ -91,11 +98,27 @@ class ServerSettings:
             raise ValueError(f"WINGPT_CUDA_GRAPH must be 0 or 1, got {self.cuda_graph}")
         if self.max_batch_size < 1 or self.max_queue_size < 1:
             raise ValueError("WINGPT_MAX_BATCH_SIZE and WINGPT_MAX_QUEUE_SIZE must be >= 1")
+        if not 0 <= self.priority_reserved <= self.max_queue_size:
+            raise ValueError(f"WINGPT_PRIORITY_RESERVED must be between 0 and WINGPT_MAX_QUEUE_SIZE "
+                             f"({self.max_queue_size}), got {self.priority_reserved}")
+        self.priority  # noqa: B018 - validates WINGPT_PRIORITY_LEVELS
         if self.openai not in (0, 1):
             raise ValueError(f"WINGPT_OPENAI must be 0 or 1, got {self.openai}")
         FaultInjection.parse(self.test_faults)  # a typo fails at start, not as a silent no-op
         if self.dtype not in ("", "float32", "bfloat16", "float16"):
             raise ValueError(f"WINGPT_DTYPE must be float32, bfloat16 or float16, got {self.dtype!r}")
+
+    @property
+    def priority(self) -> tuple[str, ...]:
+        """WINGPT_PRIORITY_LEVELS as levels, most urgent first; () for `none`."""
+        raw = self.priority_levels.strip()
+        if raw == "none":
+            return ()
+        levels = tuple(part.strip() for part in raw.split(","))
+        if len(set(levels)) != len(levels) or not set(levels) <= {"emergency", "urgent"}:
+            raise ValueError("WINGPT_PRIORITY_LEVELS must be `none` or a comma-separated list of emergency, "
+                             f"urgent (most urgent first), got {self.priority_levels!r}")
+        return levels
 
     @property
     def resolved_dtype(self) -> str:

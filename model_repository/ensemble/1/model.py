@@ -9,10 +9,15 @@ response to its stream by the client's request id, which may be missing or share
 2. assess clinical red flags (wingpt/safety); a flagged streamed request gets the notice as its first
    response, before any generated text; in notice-only mode (rules: continue_generation false) that is
    the whole answer and the engine is not called;
-3. call the engine (torch_llm | tensorrt_llm, same tensors) under an id of the orchestrator's own;
-4. detokenize incrementally (never splitting a UTF-8 character) and send the text;
-5. a cancelled request (client cancel, disconnect, deadline) is found by one timer thread
-   (wingpt/orchestrator/cancel_watch.py) and its engine generation ended with the engine's `stop` input.
+3. take a place in the orchestrator's waiting line (wingpt/orchestrator/admission.py): at most
+   max_batch_size requests run in the engine, the rest wait here, priority triage levels first; when the
+   line is full an ordinary newcomer is refused and a priority one sheds the newest ordinary waiting
+   request (answered overloaded, before any text); running streams are never cut;
+4. call the engine (torch_llm | tensorrt_llm, same tensors) under an id of the orchestrator's own;
+5. detokenize incrementally (never splitting a UTF-8 character) and send the text;
+6. a cancelled request (client cancel, disconnect, deadline) is found by one timer thread
+   (wingpt/orchestrator/cancel_watch.py): it leaves the line, or its engine generation is ended with
+   the engine's `stop` input.
 
 The name `ensemble` and the inputs and outputs are those of tensorrtllm_backend's ensemble (plus
 `messages` and `triage`), so Triton's generate endpoint, tritonclient and client/ work unchanged.
@@ -32,7 +37,17 @@ import triton_python_backend_utils as pb_utils
 from wingpt.detokenizer import StreamDetokenizer
 from wingpt.engine_errors import from_engine
 from wingpt.errors import InvalidRequest
-from wingpt.orchestrator.admission import OVERLOADED, Admission
+from wingpt.orchestrator.admission import (
+    ORDINARY,
+    OVERLOADED,
+    SHED,
+    TRIAGE_HEADROOM,
+    WITHDRAWN,
+    Admission,
+    AdmissionStats,
+    Intake,
+    Ticket,
+)
 from wingpt.orchestrator.cancel_watch import CancelWatch
 from wingpt.orchestrator.chat_request import ChatRequest, Limits, read_chat_request
 from wingpt.orchestrator.engine_request import (
@@ -57,7 +72,7 @@ from wingpt.triton_io import (
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 log = logging.getLogger("ensemble")
-# Responses are sent, cancellation asked and log lines written one call at a time: with many request
+# Responses are sent, cancellation asked, metrics and log lines written one call at a time: with many request
 # threads making them at once, Triton 2.51's Python stub corrupted its heap ("malloc(): unaligned fastbin
 # chunk detected" within a minute of 64 streams against batch 2 + queue 4, `python -m serving.soak`;
 # none in 200 s with this lock). Each call is short. BLS exec() is not serialised: it blocks until the
@@ -118,25 +133,30 @@ class TritonPythonModel:
         )
         self.rules = RulesWatcher(params.get("safety_rules") or None)
         self.engine_model = params["engine_model"]
-        # What the engine can run plus queue; one more request than that could only be refused by it.
-        capacity = int(params["max_batch_size"]) + int(params["max_queue_size"])
-        self.admission = Admission(capacity)
-        self.pool = ThreadPoolExecutor(max_workers=capacity, thread_name_prefix="request")
+        slots, queue_size = int(params["max_batch_size"]), int(params["max_queue_size"])
+        levels = tuple(filter(None, params["priority_levels"].split(",")))
+        self.admission = Admission(slots, queue_size, levels, int(params["priority_reserved"]))
+        # One thread per running or waiting request, plus a few to read and triage newcomers when the line
+        # is full (an emergency among them must be read to shed anyone); beyond that, refused unread.
+        self.intake = Intake(slots + queue_size + TRIAGE_HEADROOM)
+        self.pool = ThreadPoolExecutor(max_workers=self.intake.capacity, thread_name_prefix="request")
         self.cancel_watch = CancelWatch(float(params["cancel_check_period_ms"]) / 1000)
+        self._metrics = _AdmissionMetrics(self.admission)
 
     def execute(self, requests: list) -> None:
         """Hand each request to a thread of its own and return at once (decoupled: responses go
         through each request's response sender)."""
         for request in requests:
             sender = _Sender(request.get_response_sender())
-            if not self.admission.try_enter():
-                sender.send(error_response(UNAVAILABLE, f"{OVERLOADED}: {self.admission.capacity} requests "
-                                                        "in flight (max_batch_size + max_queue_size)"), flags=FINAL)
+            if not self.intake.try_enter():
+                sender.send(error_response(UNAVAILABLE, f"{OVERLOADED}: {self.intake.capacity} requests "
+                                                        "in the orchestrator"), flags=FINAL)
                 continue
             self.pool.submit(self._serve, request, sender)
         return None
 
     def finalize(self) -> None:
+        self._metrics.close()
         self.cancel_watch.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
@@ -154,7 +174,7 @@ class TritonPythonModel:
             log.exception("request failed")
             self._send_last(engine_id, sender, error_response(INTERNAL, f"request failed: {type(exc).__name__}"))
         finally:
-            self.admission.leave()
+            self.intake.leave()
             # Metadata only, never text: prompts and answers are patient data.
             fields = " ".join(f"{k}={v}" for k, v in summary.items())
             line = (
@@ -174,11 +194,45 @@ class TritonPythonModel:
             self._send_last(engine_id, sender, _response("", triage))
             return summary
         if chat.stream and result.flagged:
-            sender.send(_response("", triage))  # the notice before any generated text
+            # The notice before any generated text, and before any wait: it needs no engine.
+            sender.send(_response("", triage))
             triage = None
+        ticket = self.admission.arrive(result.level)
+        summary["priority"] = ORDINARY if ticket is None else ticket.priority
+        if ticket is None:
+            summary["finish"] = "refused"
+            self._send_last(engine_id, sender, error_response(UNAVAILABLE, self._refusal()))
+            return summary
         cancelled = threading.Event()
-        self.cancel_watch.watch(engine_id, sender.is_cancelled, lambda: self._stop_engine(engine_id, cancelled))
-        return summary | self._generate(chat, engine_id, sender, triage, cancelled)
+        try:
+            self.cancel_watch.watch(engine_id, sender.is_cancelled,
+                                    lambda: self._on_cancel(engine_id, ticket, cancelled))
+            state = self.admission.wait(ticket)
+            if state == SHED:
+                summary["finish"] = "shed"
+                self._send_last(engine_id, sender, error_response(
+                    UNAVAILABLE, f"{OVERLOADED}: this request gave its place in the waiting line to a "
+                                 "more urgent one"))
+                return summary
+            if state == WITHDRAWN or cancelled.is_set():
+                summary["finish"] = "cancelled"
+                self._send_last(engine_id, sender, None)
+                return summary
+            return summary | self._generate(chat, engine_id, sender, triage, cancelled)
+        finally:
+            self.admission.leave(ticket)
+
+    def _refusal(self) -> str:
+        stats = self.admission.stats()
+        return (f"{OVERLOADED}: {sum(stats.running.values())} requests running and {sum(stats.waiting.values())} "
+                "waiting (max_batch_size + max_queue_size)")
+
+    def _on_cancel(self, engine_id: str, ticket: Ticket, cancelled: threading.Event) -> None:
+        """The client cancelled (on the cancel-watch thread): a waiting request leaves the line, a running
+        one has its engine generation stopped."""
+        cancelled.set()
+        if not self.admission.withdraw(ticket):
+            self._stop_engine(engine_id)
 
     def _generate(self, chat: ChatRequest, engine_id: str, sender: Any, triage: str | None,
                   cancelled: threading.Event) -> dict[str, Any]:
@@ -233,10 +287,9 @@ class TritonPythonModel:
         except Exception:  # a cancelled request's client may be gone: nothing left to tell it
             log.debug("final response not delivered", exc_info=True)
 
-    def _stop_engine(self, engine_id: str, cancelled: threading.Event) -> None:
-        """The client cancelled: end the engine's generation at its next step (the `stop` input of
-        tensorrt_llm, which torch_llm declares too), under the orchestrator's own id."""
-        cancelled.set()
+    def _stop_engine(self, engine_id: str) -> None:
+        """End the engine's generation at its next step (the `stop` input of tensorrt_llm, which torch_llm
+        declares too), under the orchestrator's own id."""
         stop = pb_utils.InferenceRequest(
             model_name=self.engine_model, request_id=engine_id, requested_output_names=[],
             inputs=[tensor(k, v, v.dtype) for k, v in stop_inputs().items()],
@@ -251,3 +304,57 @@ def _as_numpy(response: Any, name: str) -> np.ndarray | None:
     return None if out is None else out.as_numpy()
 
 
+
+
+class _AdmissionMetrics:
+    """The waiting line on /metrics, published from a snapshot every period (never under the admission
+    lock: each set is a round trip to the server). Labels: priority = a priority level or `ordinary`."""
+
+    PERIOD_S = 0.1
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
+        requests = pb_utils.MetricFamily(
+            name="wingpt_orchestrator_requests",
+            description="Requests in the orchestrator by priority and state (running: holds an engine slot; "
+                        "waiting: in the orchestrator's waiting line)",
+            kind=pb_utils.MetricFamily.GAUGE)
+        shed = pb_utils.MetricFamily(
+            name="wingpt_orchestrator_shed_total",
+            description="Waiting requests answered overloaded to make room for a more urgent one, by priority",
+            kind=pb_utils.MetricFamily.COUNTER)
+        refused = pb_utils.MetricFamily(
+            name="wingpt_orchestrator_refused_total",
+            description="Requests refused because the waiting line was full, by priority",
+            kind=pb_utils.MetricFamily.COUNTER)
+        self._families = (requests, shed, refused)  # a family must outlive its metrics
+        labels = admission.labels
+        self._gauges = {(state, p): requests.Metric(labels={"model": "ensemble", "priority": p, "state": state})
+                        for state in ("running", "waiting") for p in labels}
+        self._counters = {(kind, p): family.Metric(labels={"model": "ensemble", "priority": p})
+                          for kind, family in (("shed", shed), ("refused", refused)) for p in labels}
+        self._published = dict.fromkeys(self._counters, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="admission-metrics", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.PERIOD_S):
+            try:
+                with STUB:  # metric updates are stub calls too
+                    self._publish(self._admission.stats())
+            except Exception:  # metrics must never take the orchestrator down
+                log.debug("admission metrics not published", exc_info=True)
+
+    def _publish(self, stats: AdmissionStats) -> None:
+        for (state, p), gauge in self._gauges.items():
+            gauge.set(getattr(stats, state)[p])
+        for (kind, p), counter in self._counters.items():
+            total = getattr(stats, kind)[p]
+            if total > self._published[kind, p]:
+                counter.increment(total - self._published[kind, p])
+                self._published[kind, p] = total
