@@ -35,5 +35,5 @@ def test_prompts_and_answers_never_reach_the_server_log(triton_server):
     assert "胸口疼" not in log
     assert len(answer) >= 4 and answer not in log
     line = next(line for line in log.splitlines() if f"request {request_id}:" in line)
-    assert re.search(r'engine_id=\S+ triage=\w+ prompt_tokens=\d+ output_tokens=12 finish=length first_text_ms=\d+ '
-                     r'total_ms=\d+"?$', line), line
+    assert re.search(r'engine_id=\S+ triage=\w+ prompt_tokens=\d+ priority=\w+ output_tokens=12 finish=length '
+                     r'first_text_ms=\d+ total_ms=\d+"?$', line), line
