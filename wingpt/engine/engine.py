@@ -24,7 +24,7 @@ from wingpt.engine.delivery import CancellationPoller, Delivery
 from wingpt.engine.model_runner import ModelRunner, kv_bytes_per_token
 from wingpt.engine.requests import FINISH_CANCELLED, EngineOverloaded, EngineStats, EngineStopped, GenerationRequest
 from wingpt.engine.scheduler import Scheduler
-from wingpt.engine.sequence import Sequence, Status
+from wingpt.engine.sequence import Sequence
 from wingpt.errors import InvalidRequest
 from wingpt.sampling import SamplingParams, apply_repetition_penalty, sample_next
 
