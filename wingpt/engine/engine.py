@@ -20,6 +20,7 @@ import threading
 import torch
 
 from wingpt.engine.block_manager import BlockManager
+from wingpt.engine.cuda_graphs import DecodeGraphs
 from wingpt.engine.delivery import CancellationPoller, Delivery
 from wingpt.engine.model_runner import ModelRunner, kv_bytes_per_token
 from wingpt.engine.requests import FINISH_CANCELLED, EngineOverloaded, EngineStats, EngineStopped, GenerationRequest
@@ -63,6 +64,7 @@ class PagedEngine:
         kv_cache_bytes: int = 0,
         kv_cache_free_gpu_mem_fraction: float = DEFAULT_GPU_MEM_FRACTION,
         max_step_failures: int = 3,
+        cuda_graphs: bool = False,
     ) -> None:
         self.device = next(model.parameters()).device
         self.vocab = model.config.vocab_size
@@ -76,6 +78,9 @@ class PagedEngine:
         self.blocks = BlockManager(num_blocks, kv_block_size)
         self.scheduler = Scheduler(self.blocks, max_batch_size, max(max_num_tokens, 1))
         self.runner = ModelRunner(model, num_blocks, kv_block_size)
+        # Decode steps as replayed CUDA graphs (cuda_graphs.py); on a CPU the same padded path runs eagerly.
+        self.graphs = (DecodeGraphs(self.runner, max_batch_size, max_seq_len, capture=self.device.type == "cuda")
+                       if cuda_graphs else None)
         # Which tokens each live sequence has seen (prompt and output), for the repetition penalty.
         rows = max_batch_size + max_queue_size
         self._seen = torch.zeros(rows, self.vocab, dtype=torch.bool, device=self.device)
@@ -141,7 +146,8 @@ class PagedEngine:
                 kv_blocks_max=self.blocks.num_blocks, kv_blocks_free=self.blocks.num_free,
                 kv_blocks_used=self.blocks.num_used, kv_tokens_per_block=self.blocks.block_size,
                 kv_blocks_used_peak=self.blocks.peak_used, prefix_hit_tokens=self.blocks.prefix_hit_tokens,
-                preempted=self.scheduler.preempted, steps=self._steps, healthy=self._healthy)
+                preempted=self.scheduler.preempted, steps=self._steps, healthy=self._healthy,
+                graph_steps=self.graphs.replays if self.graphs is not None else 0)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop the loop; requests still running or waiting end with EngineStopped."""
@@ -243,7 +249,10 @@ class PagedEngine:
             return True
         try:
             inputs, order = self.runner.prepare(chunks)
-            logits = self.runner.forward(inputs)
+            if self.graphs is not None and self.graphs.fits(inputs):
+                logits = self.graphs.run(inputs)
+            else:
+                logits = self.runner.forward(inputs)
         except Exception as exc:  # e.g. out of memory for activations: end this step's requests, keep serving
             log.exception("a model step failed; ending its %d requests", len(chunks))
             for chunk in chunks:

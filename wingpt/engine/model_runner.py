@@ -57,17 +57,20 @@ class ModelRunner:
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.scale = self.head_dim ** -0.5
         slots = num_blocks * block_size
-        shape = (config.num_hidden_layers, slots, self.kv_heads, self.head_dim)
+        self.scratch_slot = slots  # one slot past the blocks, where padding rows of a CUDA graph write
+        shape = (config.num_hidden_layers, slots + 1, self.kv_heads, self.head_dim)
         self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
 
     # ------------------------------------------------------------------------------------ inputs
-    def _slot(self, table: list[int], position: int) -> int:
-        return table[position // self.block_size] * self.block_size + position % self.block_size
-
-    def _context_slots(self, table: list[int], length: int) -> list[int]:
-        bs = self.block_size
-        return [table[p // bs] * bs + p % bs for p in range(length)]
+    def _context_slots(self, tables: list[list[int]], lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slots [rows, longest] of each row's first `length` positions, and which of them are real."""
+        bs, width = self.block_size, max(lengths)
+        blocks = -(-width // bs)
+        table = torch.tensor([t[:blocks] + [0] * (blocks - len(t[:blocks])) for t in tables], dtype=torch.long)
+        pos = torch.arange(width)
+        slots = table[:, pos // bs] * bs + pos % bs
+        return slots, pos[None, :] < torch.tensor(lengths)[:, None]
 
     def prepare(self, chunks: list[Chunk]) -> tuple[StepInputs, list[Chunk]]:
         """The step's tensors, and the chunks in the order their tokens take in it."""
@@ -77,36 +80,33 @@ class ModelRunner:
         logit_rows: list[int] = []
         decodes = [c for c in chunks if c.length == 1]
         others = [c for c in chunks if c.length > 1]
+        bs = self.block_size
         for chunk in decodes + others:
-            seq, start = chunk.seq, chunk.start
+            seq, start, table = chunk.seq, chunk.start, chunk.seq.block_table
             tokens += seq.tokens[start:start + chunk.length]
             positions += range(start, start + chunk.length)
-            slots += [self._slot(seq.block_table, p) for p in range(start, start + chunk.length)]
+            slots += [table[p // bs] * bs + p % bs for p in range(start, start + chunk.length)]
             if chunk.completes:
                 logit_rows.append(len(tokens) - 1)
         dev = self.device
 
-        def t(values: list[int]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.long).to(dev, non_blocking=True)
+        def t(values: list[int] | torch.Tensor) -> torch.Tensor:
+            return torch.as_tensor(values, dtype=torch.long).to(dev, non_blocking=True)
 
         decode_keys = decode_mask = None
         if decodes:
-            width = max(c.start + 1 for c in decodes)
-            keys = torch.zeros(len(decodes), width, dtype=torch.long)
-            mask = torch.zeros(len(decodes), width, dtype=torch.bool)
-            for i, c in enumerate(decodes):
-                keys[i, :c.start + 1] = torch.tensor(self._context_slots(c.seq.block_table, c.start + 1))
-                mask[i, :c.start + 1] = True
-            decode_keys, decode_mask = keys.to(dev), mask.to(dev)[:, None, None, :]
+            keys, mask = self._context_slots([c.seq.block_table for c in decodes], [c.start + 1 for c in decodes])
+            decode_keys, decode_mask = t(keys), mask.to(dev, non_blocking=True)[:, None, None, :]
         prefills = []
         offset = len(decodes)
         for c in others:
-            context = None if c.start == 0 else t(self._context_slots(c.seq.block_table, c.start + c.length))
+            context = None
+            if c.start:
+                context = t(self._context_slots([c.seq.block_table], [c.start + c.length])[0][0])
             prefills.append((offset, c.length, c.start, context))
             offset += c.length
-        chunk_order = decodes + others
         return StepInputs(t(tokens), t(positions), t(slots), len(decodes), decode_keys, decode_mask, prefills,
-                          t(logit_rows)), chunk_order
+                          t(logit_rows)), decodes + others
 
     # ------------------------------------------------------------------------------------ forward
     @torch.inference_mode()

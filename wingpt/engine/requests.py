@@ -59,4 +59,5 @@ class EngineStats:
     prefix_hit_tokens: int = 0  # prompt tokens whose KV came from the prefix cache instead of a prefill
     preempted: int = 0
     steps: int = 0
+    graph_steps: int = 0  # decode steps run as a (padded, on a GPU captured) CUDA graph
     healthy: bool = True
