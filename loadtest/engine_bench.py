@@ -17,6 +17,7 @@ memory, and on a GPU the fraction of the weight-bandwidth roofline for the batch
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import statistics
@@ -94,9 +95,16 @@ def run_engine(model: torch.nn.Module, prompts: list[list[int]], output_tokens: 
         for _ in prompts:
             done.acquire()
         end = time.perf_counter()
+        stats = engine.stats()
     finally:
         engine.shutdown()
-    return summarize(stamps, start, end, output_tokens)
+    result = summarize(stamps, start, end, output_tokens)
+    if hasattr(stats, "kv_blocks_used_peak"):  # the paged engine: the KV it actually held, and its budget
+        per_block = kv_bytes_per_token(model.config, next(model.parameters()).dtype) * stats.kv_tokens_per_block
+        result["kv_used_peak_mib"] = stats.kv_blocks_used_peak * per_block / 2**20
+        result["kv_budget_mib"] = stats.kv_blocks_max * per_block / 2**20
+        result["graph_steps"] = stats.graph_steps
+    return result
 
 
 @torch.inference_mode()
@@ -124,8 +132,12 @@ class CbManager:
         from transformers import ContinuousBatchingConfig, GenerationConfig
 
         gen = GenerationConfig(max_new_tokens=output_tokens, do_sample=False, eos_token_id=-1, pad_token_id=0)
-        config = ContinuousBatchingConfig(max_requests_per_batch=max_streams,
-                                          num_blocks=max(16, max_streams * (prompt_tokens + output_tokens) // 256 + 4))
+        size = ({"max_memory_percent": 0.5} if next(model.parameters()).device.type == "cuda"
+                else {"num_blocks": max(16, max_streams * (prompt_tokens + output_tokens) // 256 + 4)})
+        try:
+            config = ContinuousBatchingConfig(max_requests_per_batch=max_streams, **size)
+        except TypeError:  # another transformers version's fields: its defaults
+            config = ContinuousBatchingConfig()
         self.manager = model.init_continuous_batching(generation_config=gen, continuous_batching_config=config)
         self.manager.start()
 
@@ -167,10 +179,14 @@ def engine_factory(model: torch.nn.Module, prompt_tokens: int, output_tokens: in
     from wingpt.engine.engine import PagedEngine
     from wingpt.engine.inflight import InflightBatchingEngine
 
+    cuda = next(model.parameters()).device.type == "cuda"
+
     def factory(streams: int) -> object:
-        kind = InflightBatchingEngine if old else PagedEngine
-        return kind(model, max_batch_size=max(streams, 1), max_queue_size=max(streams, 1),
-                    max_seq_len=prompt_tokens + output_tokens + 16)
+        common = {"max_batch_size": max(streams, 1), "max_queue_size": max(streams, 1),
+                  "max_seq_len": prompt_tokens + output_tokens + 16}
+        if old:
+            return InflightBatchingEngine(model, single_stream_graph=cuda, **common)
+        return PagedEngine(model, cuda_graphs=cuda, kv_cache_free_gpu_mem_fraction=0.5, **common)
     return factory
 
 
@@ -184,6 +200,14 @@ def roofline_fraction(model: torch.nn.Module, bandwidth: float | None, streams: 
     kv_per_token = kv_bytes_per_token(cfg, next(model.parameters()).dtype)
     step_s = (weight_bytes + streams * context * kv_per_token) / bandwidth
     return tok_s / (streams / step_s)
+
+
+def free_memory(device: torch.device) -> None:
+    """Give the previous system's cached memory back, so each one starts from the same free memory."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
 
 
 def measure_bandwidth() -> float:
@@ -215,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--systems", default="engine,generate,cb")
     p.add_argument("--penalty", default="both", help="1.0, 1.1 or both")
     p.add_argument("--out", default="build/engine-bench")
+    p.add_argument("--time-budget-s", type=float, default=1e9, help="skip the remaining rows after this long")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -231,38 +256,57 @@ def main(argv: list[str] | None = None) -> int:
     # Warm up every path once (allocator, kernels, the manager's start-up) before anything is timed.
     run_engine(model, prompts[:2], 4, 1.1, factory)
     run_generate(model, prompts[:2], 4, 1.1)
-    cb = CbManager(model, max(streams), args.output_tokens, args.prompt_tokens) if "cb" in systems else None
-    if cb is not None:
-        cb.run(prompts[:2], 4)
-    rows = []
+    rows: list[dict] = []
+    started = time.monotonic()
+    report = {"bench": "loadtest.engine_bench", "machine": machine(device), "args": vars(args),
+              "bandwidth_Bps": bandwidth, "rows": rows, "errors": []}
+
+    def save() -> None:  # after every row, so a run cut short still leaves its figures
+        (out / "engine_bench.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+
+    cb = None
     try:
         for penalty in penalties:
             for n in streams:
                 for system in systems:
-                    if device.type == "cuda":
-                        torch.cuda.reset_peak_memory_stats()
-                    if system == "engine":
-                        result = run_engine(model, prompts[:n], args.output_tokens, penalty, factory)
-                    elif system == "engine-old":
-                        result = run_engine(model, prompts[:n], args.output_tokens, penalty, old_factory)
-                    elif system == "generate":
-                        result = run_generate(model, prompts[:n], args.output_tokens, penalty)
-                    else:
-                        result = cb.run(prompts[:n], args.output_tokens)
-                        result["penalty_applied"] = False
+                    if time.monotonic() - started > args.time_budget_s:
+                        report["errors"].append(f"time budget spent: skipped {system} at {n} streams")
+                        continue
+                    free_memory(device)
+                    try:
+                        if system == "engine":
+                            result = run_engine(model, prompts[:n], args.output_tokens, penalty, factory)
+                        elif system == "engine-old":
+                            result = run_engine(model, prompts[:n], args.output_tokens, penalty, old_factory)
+                        elif system == "generate":
+                            result = run_generate(model, prompts[:n], args.output_tokens, penalty)
+                        else:
+                            if cb is None:
+                                cb = CbManager(model, max(streams), args.output_tokens, args.prompt_tokens)
+                                cb.run(prompts[:2], 4)
+                            result = cb.run(prompts[:n], args.output_tokens)
+                            result["penalty_applied"] = False
+                    except Exception as exc:  # report it and go on with the other systems
+                        report["errors"].append(f"{system} at {n} streams: {type(exc).__name__}: {exc}"[:400])
+                        print(report["errors"][-1], file=sys.stderr, flush=True)
+                        continue
                     result.update(system=system, streams=n, penalty=penalty)
                     if device.type == "cuda":
                         result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
                         result["roofline_fraction"] = roofline_fraction(model, bandwidth, n, context,
                                                                         result["output_tok_s"])
                     rows.append(result)
+                    save()
                     print(format_row(result), file=sys.stderr, flush=True)
     finally:
         if cb is not None:
-            cb.stop()
+            try:
+                cb.stop()
+            except Exception as exc:
+                report["errors"].append(f"stopping the manager: {type(exc).__name__}: {exc}"[:400])
+    report["elapsed_s"] = time.monotonic() - started
+    save()
     print(format_table(rows))
-    report = {"bench": "loadtest.engine_bench", "machine": machine(device), "args": vars(args),
-              "bandwidth_Bps": bandwidth, "rows": rows}
     print(json.dumps(report))
     return 0
 
@@ -271,7 +315,8 @@ def format_row(r: dict) -> str:
     pen = f"{r['penalty']}" + ("" if r.get("penalty_applied", True) else " (not applied)")
     extra = ""
     if "peak_gpu_mib" in r:
-        extra = f" | {r['peak_gpu_mib']:.0f} | {r['roofline_fraction']:.2f}"
+        kv = f"{r['kv_used_peak_mib']:.0f}" if "kv_used_peak_mib" in r else "-"
+        extra = f" | {r['peak_gpu_mib']:.0f} | {kv} | {r['roofline_fraction']:.2f}"
     return (f"| {r['system']} | {r['streams']} | {pen} | {r['output_tok_s']:.0f} | "
             f"{r['ttft_ms_p50']:.0f} / {r['ttft_ms_p95']:.0f} | "
             f"{r['tpot_ms_p50']:.1f} / {r['tpot_ms_p95']:.1f}{extra} |")
@@ -281,8 +326,8 @@ def format_table(rows: list[dict]) -> str:
     head = "| system | streams | repetition penalty | output tok/s | TTFT p50 / p95 (ms) | TPOT p50 / p95 (ms) |"
     rule = "| --- | ---: | --- | ---: | --- | --- |"
     if rows and "peak_gpu_mib" in rows[0]:
-        head += " peak GPU MiB | roofline fraction |"
-        rule += " ---: | ---: |"
+        head += " peak GPU MiB | KV used peak MiB | roofline fraction |"
+        rule += " ---: | ---: | ---: |"
     return "\n".join([head, rule, *(format_row(r) for r in rows)])
 
 
