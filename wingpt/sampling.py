@@ -125,3 +125,15 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
         logits = logits.scatter(0, order, sorted_logits.masked_fill(drop, float("-inf")))
     probs = torch.softmax(logits, dim=-1)
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def penalise_repeats(logits: torch.Tensor, history: torch.Tensor, penalties: torch.Tensor) -> torch.Tensor:
+    """CTRL-style penalty exactly as transformers' `RepetitionPenaltyLogitsProcessor` applies it, batched:
+    every token id in a row's `history` (prompt and output so far; padding repeats one of its ids) has a
+    positive logit divided by the row's penalty and a negative one multiplied. O(rows x history), not x vocab.
+
+    logits [B, V] float (changed in place and returned), history [B, L] long, penalties [B] float.
+    """
+    p = penalties.to(logits.dtype).unsqueeze(1)
+    scores = logits.gather(1, history)
+    return logits.scatter_(1, history, torch.where(scores < 0, scores * p, scores / p))

@@ -27,7 +27,7 @@ from wingpt.engine.requests import FINISH_CANCELLED, EngineOverloaded, EngineSta
 from wingpt.engine.scheduler import Scheduler
 from wingpt.engine.sequence import Sequence
 from wingpt.errors import InvalidRequest
-from wingpt.sampling import SamplingParams, apply_repetition_penalty, sample_next
+from wingpt.sampling import SamplingParams, penalise_repeats, sample_next
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,10 @@ class PagedEngine:
         # Decode steps as replayed CUDA graphs (cuda_graphs.py); on a CPU the same padded path runs eagerly.
         self.graphs = (DecodeGraphs(self.runner, max_batch_size, max_seq_len, capture=self.device.type == "cuda")
                        if cuda_graphs else None)
-        # Which tokens each live sequence has seen (prompt and output), for the repetition penalty.
+        # Each live sequence's tokens (prompt and output) on the device, for the repetition penalty; past a
+        # row's length it repeats the row's first token, so any prefix of it is a valid history.
         rows = max_batch_size + max_queue_size
-        self._seen = torch.zeros(rows, self.vocab, dtype=torch.bool, device=self.device)
+        self._history = torch.zeros(rows, max_seq_len + 1, dtype=torch.long, device=self.device)
         self._free_rows = list(range(rows - 1, -1, -1))
         self._lock = threading.Condition()
         self._incoming: list[GenerationRequest] = []
@@ -197,9 +198,9 @@ class PagedEngine:
         seq = Sequence(request, list(request.prompt_ids), len(request.prompt_ids),
                        generator=_generator(request.sampling, self.device))
         seq.seen_row = self._free_rows.pop()
-        row = self._seen[seq.seen_row]
-        row.zero_()
-        row[torch.tensor(seq.tokens, device=self.device)] = True
+        row = self._history[seq.seen_row]
+        row.fill_(seq.tokens[0])
+        row[:len(seq.tokens)] = torch.tensor(seq.tokens, device=self.device)
         self.scheduler.add(seq)
         with self._lock:
             self._live.setdefault(request.request_id, []).append(seq)
@@ -266,11 +267,11 @@ class PagedEngine:
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
         if not seqs:
             return
-        rows = torch.tensor([s.seen_row for s in seqs], device=self.device)
         penalties = [s.request.sampling.repetition_penalty for s in seqs]
         if any(p != 1.0 for p in penalties):
-            logits = apply_repetition_penalty(logits, self._seen.index_select(0, rows),
-                                              torch.tensor(penalties, device=self.device))
+            rows = torch.tensor([s.seen_row for s in seqs], device=self.device)
+            history = self._history.index_select(0, rows)[:, :max(len(s.tokens) for s in seqs)]
+            logits = penalise_repeats(logits, history, torch.tensor(penalties, device=self.device))
         for j, seq in enumerate(seqs):
             banned = seq.banned_tokens()
             if banned:
@@ -287,8 +288,9 @@ class PagedEngine:
         kept = [(seq, token) for seq, token in zip(seqs, tokens, strict=True) if token is not None]
         if not kept:
             return
-        self._seen[torch.tensor([s.seen_row for s, _ in kept], device=self.device),
-                   torch.tensor([t for _, t in kept], device=self.device)] = True
+        self._history[torch.tensor([s.seen_row for s, _ in kept], device=self.device),
+                      torch.tensor([len(s.tokens) for s, _ in kept], device=self.device)] = torch.tensor(
+            [t for _, t in kept], device=self.device)
         for seq, token in kept:
             seq.tokens.append(token)
             reason = seq.finish_reason()

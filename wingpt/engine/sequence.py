@@ -26,7 +26,7 @@ class Sequence:
     block_table: list[int] = field(default_factory=list)
     block_hashes: list[bytes] = field(default_factory=list)  # of the leading full blocks, for prefix reuse
     computed: int = 0  # tokens whose KV is in the cache
-    seen_row: int = -1  # row of the engine's seen-token table (repetition penalty), held while the sequence lives
+    seen_row: int = -1  # row of the engine's token-history table (repetition penalty), held while it lives
 
     @property
     def request_id(self) -> str:
