@@ -10,7 +10,8 @@ ignored so every answer has exactly `--output-tokens` tokens, greedy):
 - `cb`: transformers' continuous-batching manager (`init_continuous_batching`, persistent, streaming). It
   drops `RepetitionPenaltyLogitsProcessor`, so with penalty 1.1 it runs *without* it (marked in the table).
 
-Prints a table and one JSON line: output tok/s, TTFT and TPOT p50/p95 (vLLM's definitions), peak GPU
+Systems run interleaved, row by row, each `--repeats` times (the median run is reported). Prints a table
+and one JSON line: output tok/s, TTFT and TPOT p50/p95 (vLLM's definitions), peak GPU
 memory, and on a GPU the fraction of the weight-bandwidth roofline for the batch.
 """
 
@@ -174,19 +175,15 @@ def load(shape: str, device: str, out: Path) -> torch.nn.Module:
     return load_model(model_dir, device, torch.bfloat16)
 
 
-def engine_factory(model: torch.nn.Module, prompt_tokens: int, output_tokens: int, old: bool = False
-                   ) -> Callable[[int], object]:
+def engine_factory(model: torch.nn.Module, prompt_tokens: int, output_tokens: int) -> Callable[[int], object]:
     from wingpt.engine.engine import PagedEngine
-    from wingpt.engine.inflight import InflightBatchingEngine
 
     cuda = next(model.parameters()).device.type == "cuda"
 
     def factory(streams: int) -> object:
-        common = {"max_batch_size": max(streams, 1), "max_queue_size": max(streams, 1),
-                  "max_seq_len": prompt_tokens + output_tokens + 16}
-        if old:
-            return InflightBatchingEngine(model, single_stream_graph=cuda, **common)
-        return PagedEngine(model, cuda_graphs=cuda, kv_cache_free_gpu_mem_fraction=0.5, **common)
+        return PagedEngine(model, max_batch_size=max(streams, 1), max_queue_size=max(streams, 1),
+                           max_seq_len=prompt_tokens + output_tokens + 16, cuda_graphs=cuda,
+                           kv_cache_free_gpu_mem_fraction=0.5)
     return factory
 
 
@@ -239,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--systems", default="engine,generate,cb")
     p.add_argument("--penalty", default="both", help="1.0, 1.1 or both")
     p.add_argument("--out", default="build/engine-bench")
+    p.add_argument("--repeats", type=int, default=1, help="runs per row; the median by tok/s is reported")
     p.add_argument("--time-budget-s", type=float, default=1e9, help="skip the remaining rows after this long")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -252,7 +250,6 @@ def main(argv: list[str] | None = None) -> int:
     prompts = make_prompts(max(streams), args.prompt_tokens)
     context = args.prompt_tokens + args.output_tokens // 2
     factory = engine_factory(model, args.prompt_tokens, args.output_tokens)
-    old_factory = engine_factory(model, args.prompt_tokens, args.output_tokens, old=True)
     # Warm up every path once (allocator, kernels, the manager's start-up) before anything is timed.
     run_engine(model, prompts[:2], 4, 1.1, factory)
     run_generate(model, prompts[:2], 4, 1.1)
@@ -274,22 +271,24 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     free_memory(device)
                     try:
-                        if system == "engine":
-                            result = run_engine(model, prompts[:n], args.output_tokens, penalty, factory)
-                        elif system == "engine-old":
-                            result = run_engine(model, prompts[:n], args.output_tokens, penalty, old_factory)
-                        elif system == "generate":
-                            result = run_generate(model, prompts[:n], args.output_tokens, penalty)
-                        else:
-                            if cb is None:
-                                cb = CbManager(model, max(streams), args.output_tokens, args.prompt_tokens)
-                                cb.run(prompts[:2], 4)
-                            result = cb.run(prompts[:n], args.output_tokens)
-                            result["penalty_applied"] = False
+                        runs = []
+                        for _ in range(args.repeats):
+                            if system == "engine":
+                                runs.append(run_engine(model, prompts[:n], args.output_tokens, penalty, factory))
+                            elif system == "generate":
+                                runs.append(run_generate(model, prompts[:n], args.output_tokens, penalty))
+                            else:
+                                if cb is None:
+                                    cb = CbManager(model, max(streams), args.output_tokens, args.prompt_tokens)
+                                    cb.run(prompts[:2], 4)
+                                runs.append(cb.run(prompts[:n], args.output_tokens) | {"penalty_applied": False})
                     except Exception as exc:  # report it and go on with the other systems
                         report["errors"].append(f"{system} at {n} streams: {type(exc).__name__}: {exc}"[:400])
                         print(report["errors"][-1], file=sys.stderr, flush=True)
                         continue
+                    runs.sort(key=lambda r: r["output_tok_s"])
+                    result = runs[len(runs) // 2]  # the median run: this machine is shared and noisy
+                    result["repeats_tok_s"] = [r["output_tok_s"] for r in runs]
                     result.update(system=system, streams=n, penalty=penalty)
                     if device.type == "cuda":
                         result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20

@@ -93,18 +93,6 @@ def finite_logits(logits: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(logits.float(), nan=float("-inf"), posinf=_FLOAT_MAX, neginf=-_FLOAT_MAX)
 
 
-def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalties: torch.Tensor) -> torch.Tensor:
-    """CTRL-style penalty as transformers applies it, batched: for every token already in a row's
-    prompt or output, divide a positive logit by the row's penalty and multiply a negative one.
-    The result stays finite for any penalty > 0 (a penalty of 1e-38 would otherwise make +inf).
-
-    logits [B, V] float, seen [B, V] bool, penalties [B] float.
-    """
-    p = penalties.to(logits.dtype).clamp(min=torch.finfo(logits.dtype).tiny).unsqueeze(1)
-    penalised = torch.where(logits > 0, logits / p, logits * p).clamp(-_FLOAT_MAX, _FLOAT_MAX)
-    return torch.where(seen & logits.isfinite(), penalised, logits)  # an impossible token stays impossible
-
-
 def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
     """One token from one row of (already finite and penalised) logits; see the module doc for why
     the shifted form is safe for any temperature > 0."""
