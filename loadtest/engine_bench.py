@@ -108,6 +108,54 @@ def run_engine(model: torch.nn.Module, prompts: list[list[int]], output_tokens: 
     return result
 
 
+def second_turn_ttft(model: torch.nn.Module, factory: Callable[[int], object], first_tokens: int,
+                     repeats: int) -> dict:
+    """TTFT of a chat's second turn (the first turn's prompt and answer plus a new question) on the engine
+    that just served the first turn (its blocks reusable) against a fresh engine (everything prefilled)."""
+    from wingpt.engine.requests import GenerationRequest
+    from wingpt.sampling import resolve_sampling
+
+    def ask(engine: object, ids: list[int], max_new: int) -> tuple[float, list[int]]:
+        got: list[float | list[int]] = []
+        done = threading.Event()
+        out: list[int] = []
+
+        def on_tokens(new: list[int], finish: str | None) -> None:
+            if not got:
+                got.append(time.perf_counter())
+            out.extend(new)
+            if finish is not None:
+                done.set()
+
+        start = time.perf_counter()
+        engine.submit(GenerationRequest(request_id=f"t{time.monotonic_ns()}", prompt_ids=ids, max_new_tokens=max_new,
+                                        sampling=resolve_sampling(temperature=0.0), end_id=-1,
+                                        on_tokens=on_tokens, on_error=lambda exc: done.set()))
+        done.wait(600)
+        return (got[0] - start) * 1000, out
+
+    warm, cold = [], []
+    for r in range(repeats):
+        first = make_prompts(1, first_tokens, seed=100 + r)[0]
+        engine = factory(1, 2 * first_tokens + 64)
+        engine.start()
+        try:
+            _, answer = ask(engine, first, 32)
+            second = first + answer + make_prompts(1, 24, seed=200 + r)[0]
+            warm.append(ask(engine, second, 2)[0])
+        finally:
+            engine.shutdown()
+        engine = factory(1, 2 * first_tokens + 64)
+        engine.start()
+        try:
+            cold.append(ask(engine, second, 2)[0])
+        finally:
+            engine.shutdown()
+    return {"first_turn_prompt_tokens": first_tokens, "second_turn_prompt_tokens": len(second),
+            "ttft_ms_reused_p50": statistics.median(warm), "ttft_ms_fresh_p50": statistics.median(cold),
+            "ttft_ms_reused": warm, "ttft_ms_fresh": cold}
+
+
 @torch.inference_mode()
 def run_generate(model: torch.nn.Module, prompts: list[list[int]], output_tokens: int, penalty: float) -> dict:
     device = next(model.parameters()).device
@@ -180,9 +228,9 @@ def engine_factory(model: torch.nn.Module, prompt_tokens: int, output_tokens: in
 
     cuda = next(model.parameters()).device.type == "cuda"
 
-    def factory(streams: int) -> object:
+    def factory(streams: int, max_seq_len: int = prompt_tokens + output_tokens + 16) -> object:
         return PagedEngine(model, max_batch_size=max(streams, 1), max_queue_size=max(streams, 1),
-                           max_seq_len=prompt_tokens + output_tokens + 16, cuda_graphs=cuda,
+                           max_seq_len=max_seq_len, cuda_graphs=cuda,
                            kv_cache_free_gpu_mem_fraction=0.5)
     return factory
 
@@ -236,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--systems", default="engine,generate,cb")
     p.add_argument("--penalty", default="both", help="1.0, 1.1 or both")
     p.add_argument("--out", default="build/engine-bench")
+    p.add_argument("--second-turn-tokens", type=int, default=0,
+                   help="also: TTFT of a second chat turn after a first of this many prompt tokens, reused vs fresh")
     p.add_argument("--repeats", type=int, default=1, help="runs per row; the median by tok/s is reported")
     p.add_argument("--time-budget-s", type=float, default=1e9, help="skip the remaining rows after this long")
     args = p.parse_args(argv)
@@ -303,6 +353,12 @@ def main(argv: list[str] | None = None) -> int:
                 cb.stop()
             except Exception as exc:
                 report["errors"].append(f"stopping the manager: {type(exc).__name__}: {exc}"[:400])
+    if args.second_turn_tokens:
+        turn = second_turn_ttft(model, factory, args.second_turn_tokens, args.repeats)
+        report["second_turn"] = turn
+        print(f"second turn of {turn['second_turn_prompt_tokens']} prompt tokens: TTFT p50 "
+              f"{turn['ttft_ms_reused_p50']:.0f} ms reusing the first turn's blocks, "
+              f"{turn['ttft_ms_fresh_p50']:.0f} ms prefilled from scratch", file=sys.stderr, flush=True)
     report["elapsed_s"] = time.monotonic() - started
     save()
     print(format_table(rows))

@@ -244,25 +244,6 @@ def test_cancelling_ends_that_request_only_by_id_or_by_its_client_going_away(mod
     assert other.finish == FINISH_LENGTH and other.tokens == reference(model, prompt(10, 13), 30)
 
 
-def test_a_failing_callback_ends_only_its_own_request(model) -> None:
-    e = engine(model)
-    try:
-        def broken(new: list[int], finish: str | None) -> None:
-            raise RuntimeError("the client's stream is broken")
-
-        e.submit(GenerationRequest(request_id="broken", prompt_ids=prompt(10, 14), max_new_tokens=300,
-                                   sampling=resolve_sampling(temperature=0.0), end_id=-1, on_tokens=broken,
-                                   on_error=lambda exc: None))
-        other = ask(e, prompt(10, 15), 30, "other")
-        finish(other)
-        late = ask(e, prompt(10, 16), 5, "late")
-        finish(late)
-        assert e.stats().healthy
-    finally:
-        e.shutdown()
-    assert other.tokens == reference(model, prompt(10, 15), 30)
-
-
 def test_a_request_larger_than_the_whole_kv_budget_is_refused_with_the_field_named(model) -> None:
     e = engine(model, blocks=4)
     try:

@@ -121,7 +121,10 @@ def penalise_repeats(logits: torch.Tensor, history: torch.Tensor, penalties: tor
     positive logit divided by the row's penalty and a negative one multiplied. O(rows x history), not x vocab.
 
     logits [B, V] float (changed in place and returned), history [B, L] long, penalties [B] float.
+    The result stays finite for any penalty > 0, and an impossible (-inf) token stays impossible.
     """
-    p = penalties.to(logits.dtype).unsqueeze(1)
+    p = penalties.to(logits.dtype).clamp(min=torch.finfo(logits.dtype).tiny).unsqueeze(1)
     scores = logits.gather(1, history)
-    return logits.scatter_(1, history, torch.where(scores < 0, scores * p, scores / p))
+    limit = torch.finfo(logits.dtype).max
+    penalised = torch.where(scores < 0, scores * p, scores / p).clamp(-limit, limit)
+    return logits.scatter_(1, history, torch.where(scores.isfinite(), penalised, scores))

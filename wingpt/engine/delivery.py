@@ -8,21 +8,29 @@ import queue
 import threading
 from collections.abc import Callable
 
+from wingpt.engine.faults import RequestFailed
+from wingpt.engine.requests import GenerationRequest
+
 log = logging.getLogger(__name__)
 
 
 class Delivery:
-    """Runs callbacks in order on one thread; a callback that raises ends only its own request
-    (`on_failure(request_id)`), never the engine."""
+    """Runs requests' callbacks in order on one thread. A callback that raises is its request's fault
+    (faults.py): that request ends alone with RequestFailed, later deliveries for it are dropped, and
+    `on_failure(request_id)` lets the engine drop its sequence."""
 
     def __init__(self, on_failure: Callable[[str], None]) -> None:
-        self._queue: queue.SimpleQueue[tuple[str, Callable, tuple] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[GenerationRequest, tuple] | None] = queue.SimpleQueue()
         self._on_failure = on_failure
+        self._failed: set[int] = set()  # id() of requests whose callback raised
         self._thread = threading.Thread(target=self._run, name="engine-delivery", daemon=True)
         self._thread.start()
 
-    def put(self, request_id: str, callback: Callable, *args: object) -> None:
-        self._queue.put((request_id, callback, args))
+    def tokens(self, request: GenerationRequest, new: list[int], finish: str | None) -> None:
+        self._queue.put((request, (new, finish)))
+
+    def error(self, request: GenerationRequest, exc: Exception) -> None:
+        self._queue.put((request, (exc,)))
 
     def close(self, timeout: float) -> None:
         """Deliver what is queued, then stop."""
@@ -31,19 +39,31 @@ class Delivery:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            request_id, callback, args = item
+            request, args = item
+            if id(request) in self._failed:
+                continue
             try:
-                callback(*args)
-            except Exception:
-                log.exception("a callback of request %s failed; ending that request", request_id)
-                self._on_failure(request_id)
+                if len(args) == 1:
+                    request.on_error(args[0])
+                else:
+                    request.on_tokens(*args)
+            except Exception as exc:
+                log.error("a callback of request %s raised %s: ending that request", request.request_id,
+                          type(exc).__name__)
+                self._failed.add(id(request))
+                self._on_failure(request.request_id)
+                if len(args) != 1:
+                    try:
+                        request.on_error(RequestFailed(f"{type(exc).__name__}: {exc}"))
+                    except Exception:
+                        log.exception("the error callback of request %s raised too", request.request_id)
 
 
 class CancellationPoller:
     """Every `period_s`, asks each live request whether its client went away and cancels it if so."""
 
     def __init__(self, live: Callable[[], list[tuple[str, Callable[[], bool]]]], cancel: Callable[[str], None],
-                 period_s: float = 0.05) -> None:
+                 period_s: float = 0.1) -> None:
         self._live, self._cancel, self._period = live, cancel, period_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="engine-cancel-poll", daemon=True)

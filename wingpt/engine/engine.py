@@ -7,9 +7,11 @@ thread (delivery.py), which calls the requests' callbacks. Why not transformers'
 manager: see docs/engine.md (it cannot apply the model card's repetition penalty, per-request seeds or bad
 words, and its extension point differs between the transformers versions we run).
 
-Failure isolation: a request whose sampling or callback fails ends alone with its error; a failed model
-step ends the requests in that step; after `max_step_failures` failed steps in a row the engine stops,
-reports itself unhealthy (`stats().healthy`) and ends everyone with EngineStopped.
+Failures follow the contract of faults.py (issue 15): a request whose own work fails (its sampling, its
+callbacks) ends alone with RequestFailed; a failed model step ends the requests in it with RequestFailed
+and the engine goes on; an unrecoverable error, or `max_step_faults` failed steps of one kind (decode-only
+or with prefill) in a row, breaks the engine: it ends everyone with EngineStopped, reports
+`stats().healthy == False` and calls its `on_broken` hook once.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from wingpt.engine.block_manager import BlockManager
 from wingpt.engine.cuda_graphs import DecodeGraphs
 from wingpt.engine.delivery import CancellationPoller, Delivery
+from wingpt.engine.faults import EngineBroken, FaultInjection, OnBroken, RequestFailed, is_unrecoverable
 from wingpt.engine.model_runner import ModelRunner, kv_bytes_per_token
 from wingpt.engine.requests import FINISH_CANCELLED, EngineOverloaded, EngineStats, EngineStopped, GenerationRequest
 from wingpt.engine.scheduler import Scheduler
@@ -45,7 +48,7 @@ def kv_cache_blocks(model: torch.nn.Module, block_size: int, *, cache_bytes: int
         free, _ = torch.cuda.mem_get_info(param.device)
         cache_bytes = int(free * free_gpu_mem_fraction)
     if cache_bytes <= 0:
-        cache_bytes = fallback_tokens * per_block // block_size
+        return max(1, -(-fallback_tokens // block_size))
     return max(1, cache_bytes // per_block)
 
 
@@ -63,15 +66,21 @@ class PagedEngine:
         kv_block_size: int = DEFAULT_BLOCK_SIZE,
         kv_cache_bytes: int = 0,
         kv_cache_free_gpu_mem_fraction: float = DEFAULT_GPU_MEM_FRACTION,
-        max_step_failures: int = 3,
+        max_step_faults: int = 3,
         cuda_graphs: bool = False,
+        on_broken: OnBroken | None = None,
+        faults: FaultInjection | None = None,
     ) -> None:
         self.device = next(model.parameters()).device
         self.vocab = model.config.vocab_size
         self.max_batch_size = max_batch_size
         self.max_queue_size = max_queue_size
         self.max_seq_len = max_seq_len
-        self.max_step_failures = max_step_failures
+        self.max_step_faults = max_step_faults
+        self._on_broken = on_broken
+        self._faults = faults  # test builds only (faults.FaultInjection)
+        # Failed steps in a row, by kind: a succeeding prefill step is no sign that decode steps work again.
+        self._step_faults = {"decode": 0, "prefill": 0}
         num_blocks = kv_cache_blocks(model, kv_block_size, cache_bytes=kv_cache_bytes,
                                      free_gpu_mem_fraction=kv_cache_free_gpu_mem_fraction,
                                      fallback_tokens=max_batch_size * max_seq_len)
@@ -89,6 +98,7 @@ class PagedEngine:
         self._lock = threading.Condition()
         self._incoming: list[GenerationRequest] = []
         self._cancel_ids: set[str] = set()
+        self._drop_ids: set[str] = set()  # requests already ended by the delivery thread (a callback raised)
         self._live: dict[str, list[Sequence]] = {}  # by request id, every sequence not yet finished
         self._waiting_count = 0
         self._completed = 0
@@ -103,7 +113,7 @@ class PagedEngine:
     # ----------------------------------------------------------------- public API (any thread)
     def start(self) -> None:
         self._running = True
-        self._delivery = Delivery(on_failure=self.cancel)
+        self._delivery = Delivery(on_failure=self._drop)
         self._poller = CancellationPoller(self._live_requests, self.cancel)
         self._thread = threading.Thread(target=self._loop, name="paged-engine", daemon=True)
         self._thread.start()
@@ -122,8 +132,12 @@ class PagedEngine:
         if total > capacity:
             raise InvalidRequest("max_tokens", f"prompt + max_tokens ({total} tokens) exceeds the KV cache's "
                                  f"{capacity} tokens (raise the KV cache budget)")
-        if any(not 0 <= t < self.vocab for t in request.prompt_ids):
-            raise InvalidRequest("input_ids", f"token ids must be in [0, {self.vocab})")
+        # Ids outside the vocabulary would index out of range: on a GPU a device-side assert, which no
+        # later CUDA call survives, so they are refused before they reach the model.
+        for name, ids in (("input_ids", request.prompt_ids),
+                          ("bad_words_list", [t for bad in request.bad_sequences for t in bad])):
+            if any(not 0 <= t < self.vocab for t in ids):
+                raise InvalidRequest(name, f"token ids must be in [0, {self.vocab})")
         with self._lock:
             if not self._running:
                 raise EngineStopped("the engine is not running")
@@ -137,6 +151,11 @@ class PagedEngine:
     def cancel(self, request_id: str) -> None:
         with self._lock:
             self._cancel_ids.add(request_id)
+            self._lock.notify()
+
+    def _drop(self, request_id: str) -> None:
+        with self._lock:
+            self._drop_ids.add(request_id)
             self._lock.notify()
 
     def stats(self) -> EngineStats:
@@ -168,33 +187,36 @@ class PagedEngine:
             return [(rid, seqs[0].request.is_cancelled) for rid, seqs in self._live.items()]
 
     def _loop(self) -> None:
-        failures = 0
         try:
             while True:
                 with self._lock:
-                    while self._running and not self._live and not self._incoming and not self._cancel_ids:
+                    while (self._running and not self._live and not self._incoming and not self._cancel_ids
+                           and not self._drop_ids):
                         self._lock.wait()
                     if not self._running:
                         break
                     incoming, self._incoming = self._incoming, []
+                    self._waiting_count += len(incoming)  # still counted against max_queue_size
                     cancel_ids, self._cancel_ids = self._cancel_ids, set()
+                    drop_ids, self._drop_ids = self._drop_ids, set()
                 for request in incoming:
                     self._add(request)
-                self._retire_cancelled(cancel_ids)
-                if self._step():
-                    failures = 0
-                else:
-                    failures += 1
-                    if failures >= self.max_step_failures:
-                        raise RuntimeError(f"{failures} model steps in a row failed")
-        except Exception as exc:
-            log.exception("engine loop failed: the engine is unhealthy")
+                self._retire(cancel_ids, notify=True)
+                self._retire(drop_ids, notify=False)
+                self._step()
+        except Exception as exc:  # EngineBroken, or a bug in the loop itself: nothing can be served now
+            log.exception("engine broken: stopping")
             self._healthy = False
-            self._fail_all(EngineStopped(f"the engine failed: {exc}"))
+            self._fail_all(EngineStopped(f"the engine failed and its server is restarting ({exc})"))
+            if self._on_broken is not None:
+                self._on_broken(exc)
             return
         self._fail_all(EngineStopped("the engine is shutting down"))
 
     def _add(self, request: GenerationRequest) -> None:
+        if not self._free_rows:  # cannot happen while submit counts the queue; refuse rather than crash
+            self._delivery.error(request, EngineOverloaded("server overloaded: no free sequence slot"))
+            return
         seq = Sequence(request, list(request.prompt_ids), len(request.prompt_ids),
                        generator=_generator(request.sampling, self.device))
         seq.seen_row = self._free_rows.pop()
@@ -219,16 +241,25 @@ class PagedEngine:
 
     def _deliver_error(self, seq: Sequence, exc: Exception) -> None:
         self._finish(seq)
-        self._delivery.put(seq.request_id, seq.request.on_error, exc)
+        self._delivery.error(seq.request, exc)
 
-    def _retire_cancelled(self, cancel_ids: set[str]) -> None:
-        for request_id in cancel_ids:
+    def _fail_request(self, seq: Sequence, exc: Exception) -> None:
+        """This request's fault: end it alone; if the error means the device is gone, the engine is broken."""
+        log.error("request %s failed: %s: %s", seq.request_id, type(exc).__name__, exc)
+        self._deliver_error(seq, RequestFailed(f"{type(exc).__name__}: {exc}"))
+        if is_unrecoverable(exc):
+            raise EngineBroken(f"unrecoverable error while serving a request: {exc}") from exc
+
+    def _retire(self, request_ids: set[str], notify: bool) -> None:
+        """End these requests: cancelled (told so) or already ended by the delivery thread (silently)."""
+        for request_id in request_ids:
             with self._lock:
                 seqs = list(self._live.get(request_id, []))
             for seq in seqs:
                 self._finish(seq)
-                self._cancelled += 1
-                self._delivery.put(request_id, seq.request.on_tokens, [], FINISH_CANCELLED)
+                if notify:
+                    self._cancelled += 1
+                    self._delivery.tokens(seq.request, [], FINISH_CANCELLED)
 
     def _fail_all(self, exc: Exception) -> None:
         with self._lock:
@@ -238,35 +269,55 @@ class PagedEngine:
         for seq in doomed:
             self._deliver_error(seq, exc)
         for request in incoming:
-            self._delivery.put(request.request_id, request.on_error, exc)
+            self._delivery.error(request, exc)
 
     @torch.inference_mode()
-    def _step(self) -> bool:
-        """One model step; False if the model failed (its sequences are ended with the error)."""
+    def _step(self) -> None:
+        """One model step over the scheduler's chunks, then sampling for the sequences it completes."""
         chunks = self.scheduler.schedule()
         with self._lock:
             self._waiting_count = len(self.scheduler.waiting)
         if not chunks:
-            return True
+            return
+        kind = "decode" if all(c.length == 1 for c in chunks) else "prefill"
         try:
+            if self._faults is not None:
+                self._faults.before_step([c.seq.request.sampling.seed for c in chunks])
             inputs, order = self.runner.prepare(chunks)
             if self.graphs is not None and self.graphs.fits(inputs):
                 logits = self.graphs.run(inputs)
             else:
                 logits = self.runner.forward(inputs)
-        except Exception as exc:  # e.g. out of memory for activations: end this step's requests, keep serving
-            log.exception("a model step failed; ending its %d requests", len(chunks))
-            for chunk in chunks:
-                self._deliver_error(chunk.seq, exc)
-            return False
+        except Exception as exc:
+            self._step_fault(exc, [c.seq for c in chunks], kind)
+            return
+        self._step_faults[kind] = 0
         self._steps += 1
         self.scheduler.advance(chunks)
         self._sample([c.seq for c in order if c.completes], logits)
-        return True
+
+    def _step_fault(self, exc: Exception, seqs: list[Sequence], kind: str) -> None:
+        """A failed step no single request is to blame for (e.g. out of memory for activations): its
+        requests end, the engine goes on, unless the error is unrecoverable or keeps happening."""
+        if isinstance(exc, EngineBroken):
+            raise exc
+        self._step_faults[kind] += 1
+        in_a_row = self._step_faults[kind]
+        log.error("engine %s step failed (%d in a row): %s: %s; ending its %d request(s)",
+                  kind, in_a_row, type(exc).__name__, exc, len(seqs))
+        for seq in seqs:
+            self._deliver_error(seq, RequestFailed(f"the engine step failed: {type(exc).__name__}: {exc}"))
+        if is_unrecoverable(exc) or in_a_row >= self.max_step_faults:
+            raise EngineBroken(f"{in_a_row} {kind} step(s) in a row failed, the last with "
+                               f"{type(exc).__name__}: {exc}") from exc
 
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
         if not seqs:
             return
+        # NaN is impossible, +-inf the largest finite values: argmax, the penalty and the softmax never see
+        # a NaN or inf - inf (the same rule as `finite_logits` on the issue-15 branch; use it once merged).
+        limit = torch.finfo(logits.dtype).max
+        logits = torch.nan_to_num(logits, nan=float("-inf"), posinf=limit, neginf=-limit)
         penalties = [s.request.sampling.repetition_penalty for s in seqs]
         if any(p != 1.0 for p in penalties):
             rows = torch.tensor([s.seen_row for s in seqs], device=self.device)
@@ -278,13 +329,14 @@ class PagedEngine:
                 logits[j, banned] = float("-inf")
         tokens: list[int | None] = torch.argmax(logits, dim=-1).tolist()
         for j, seq in enumerate(seqs):
-            if not seq.request.sampling.greedy:
-                try:
+            try:
+                if self._faults is not None:
+                    self._faults.before_token(seq.request.sampling.seed)
+                if not seq.request.sampling.greedy:
                     tokens[j] = sample_next(logits[j], seq.request.sampling, seq.generator)
-                except Exception as exc:  # this request's sampling failed: end it alone
-                    log.exception("sampling failed for request %s", seq.request_id)
-                    self._deliver_error(seq, exc)
-                    tokens[j] = None
+            except Exception as exc:  # this request's own fault: it ends alone
+                self._fail_request(seq, exc)
+                tokens[j] = None
         kept = [(seq, token) for seq, token in zip(seqs, tokens, strict=True) if token is not None]
         if not kept:
             return
@@ -294,7 +346,7 @@ class PagedEngine:
         for seq, token in kept:
             seq.tokens.append(token)
             reason = seq.finish_reason()
-            self._delivery.put(seq.request_id, seq.request.on_tokens, [token], reason)
+            self._delivery.tokens(seq.request, [token], reason)
             if reason is not None:
                 self._completed += 1
                 self._finish(seq)
