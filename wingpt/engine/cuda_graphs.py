@@ -12,9 +12,18 @@ against the unpadded path.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from wingpt.engine.model_runner import ModelRunner, StepInputs
+
+
+@dataclass
+class _Bucket:
+    inputs: StepInputs
+    graph: torch.cuda.CUDAGraph | None = None
+    logits: torch.Tensor | None = None
 
 
 def batch_buckets(max_batch: int) -> list[int]:
@@ -35,11 +44,10 @@ class DecodeGraphs:
         self.tokens = torch.zeros(b, dtype=torch.long, device=dev)
         self.positions = torch.zeros(b, dtype=torch.long, device=dev)
         self.slots = torch.zeros(b, dtype=torch.long, device=dev)
-        self.keys = torch.zeros(b, width, dtype=torch.long, device=dev)
-        self.mask = torch.zeros(b, 1, 1, width, dtype=torch.bool, device=dev)
         self.rows = torch.arange(b, device=dev)
         self.max_context = width
-        self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph | None, torch.Tensor | None]] = {}
+        # Per bucket: its own contiguous context buffers (attention kernels want them dense), graph, logits.
+        self._buckets: dict[tuple[int, int], _Bucket] = {}
         self._pool = torch.cuda.graph_pool_handle() if capture else None
         self.replays = 0
 
@@ -47,9 +55,16 @@ class DecodeGraphs:
         return (not step.prefills and step.decode_rows <= self.buckets[-1]
                 and step.decode_keys.shape[1] <= self.max_context)
 
-    def _static(self, b: int, k: int) -> StepInputs:
-        return StepInputs(self.tokens[:b], self.positions[:b], self.slots[:b], b, self.keys[:b, :k],
-                          self.mask[:b, :, :, :k], [], self.rows[:b])
+    def _bucket(self, b: int, k: int) -> _Bucket:
+        bucket = self._buckets.get((b, k))
+        if bucket is None:
+            dev = self.runner.device
+            keys = torch.zeros(b, k, dtype=torch.long, device=dev)
+            mask = torch.zeros(b, 1, 1, k, dtype=torch.bool, device=dev)
+            bucket = _Bucket(StepInputs(self.tokens[:b], self.positions[:b], self.slots[:b], b, keys, mask, [],
+                                        self.rows[:b]))
+            self._buckets[(b, k)] = bucket
+        return bucket
 
     @torch.inference_mode()
     def run(self, step: StepInputs) -> torch.Tensor:
@@ -57,29 +72,28 @@ class DecodeGraphs:
         b = next(s for s in self.buckets if s >= n)
         k = -(-width // self.context_step) * self.context_step
         scratch = self.runner.scratch_slot
+        bucket = self._bucket(b, k)
+        keys, mask = bucket.inputs.decode_keys, bucket.inputs.decode_mask
         self.tokens[:b].zero_()
         self.tokens[:n].copy_(step.tokens)
         self.positions[:b].zero_()
         self.positions[:n].copy_(step.positions)
         self.slots[:b].fill_(scratch)
         self.slots[:n].copy_(step.slots)
-        self.keys[:b, :k].fill_(scratch)
-        self.keys[:n, :width].copy_(step.decode_keys)
-        self.mask[:b, :, :, :k].zero_()
-        self.mask[:b, :, :, 0] = True
-        self.mask[:n, :, :, :width].copy_(step.decode_mask)
+        keys.fill_(scratch)
+        keys[:n, :width].copy_(step.decode_keys)
+        mask.zero_()
+        mask[:, :, :, 0] = True
+        mask[:n, :, :, :width].copy_(step.decode_mask)
         self.replays += 1
         if not self.capture:
-            return self.runner.forward(self._static(b, k))[:n]
-        graph, logits = self._graphs.get((b, k), (None, None))
-        if graph is None:
-            graph, logits = self._capture(b, k)
-            self._graphs[(b, k)] = (graph, logits)
-        graph.replay()
-        return logits[:n]
+            return self.runner.forward(bucket.inputs)[:n]
+        if bucket.graph is None:
+            bucket.graph, bucket.logits = self._capture(bucket.inputs)
+        bucket.graph.replay()
+        return bucket.logits[:n]
 
-    def _capture(self, b: int, k: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
-        static = self._static(b, k)
+    def _capture(self, static: StepInputs) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up off the default stream, as CUDA graphs require
