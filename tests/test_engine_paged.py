@@ -88,6 +88,27 @@ def finish(*answers: Answer) -> None:
         assert a.error is None, a.error
 
 
+def test_the_transformers_surface_the_engine_uses_is_there(model) -> None:
+    """What model_runner.py relies on (and nothing else of the library): Qwen2's modules and rotary helper."""
+    import inspect
+
+    from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
+
+    decoder = model.model
+    for name in ("embed_tokens", "layers", "norm", "rotary_emb"):
+        assert hasattr(decoder, name), name
+    layer = decoder.layers[0]
+    for name in ("input_layernorm", "post_attention_layernorm", "mlp", "self_attn"):
+        assert hasattr(layer, name), name
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        assert isinstance(getattr(layer.self_attn, name), torch.nn.Linear), name
+    assert isinstance(model.lm_head, torch.nn.Linear)
+    cos, sin = decoder.rotary_emb(torch.zeros(1, 3, model.config.hidden_size), torch.arange(3)[None])
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    assert cos.shape == sin.shape == (1, 3, head_dim)
+    assert list(inspect.signature(apply_rotary_pos_emb).parameters)[:4] == ["q", "k", "cos", "sin"]
+
+
 def test_a_lone_request_gives_transformers_generate_tokens(model) -> None:
     ids = prompt(21, 1)
     e = engine(model)
