@@ -3,8 +3,9 @@
 Why: a decode step of the WiNGPT2-7B shape is ~1,500 small kernel launches; eagerly the host cannot issue
 them as fast as the GPU runs them (docs/benchmarks/h100.md: 29.5 ms per single-stream step eagerly against
 8.8 ms replayed). A step whose chunks are all single-token decodes is padded to the next batch bucket and
-its context to the next multiple of `context_step`, its inputs are copied into static buffers, and the
-bucket's captured graph is replayed. Padding rows write their K/V into a scratch slot and attend only to it.
+its context to the next multiple of `context_step` (past 1,024 tokens a power of two), its inputs are
+copied into static buffers, and the bucket's captured graph is replayed. Padding rows write their K/V into
+a scratch slot and attend only to it.
 
 `capture=False` runs the same padded static-shape step eagerly: CPU tests check it token for token
 against the unpadded path.
@@ -38,7 +39,7 @@ class DecodeGraphs:
         self.capture = capture
         self.buckets = batch_buckets(max_batch)
         self.context_step = context_step
-        width = -(-max_context // context_step) * context_step
+        width = self.context_bucket(max_context)
         dev = runner.device
         b = self.buckets[-1]
         self.tokens = torch.zeros(b, dtype=torch.long, device=dev)
@@ -50,6 +51,13 @@ class DecodeGraphs:
         self._buckets: dict[tuple[int, int], _Bucket] = {}
         self._pool = torch.cuda.graph_pool_handle() if capture else None
         self.replays = 0
+
+    def context_bucket(self, width: int) -> int:
+        """Multiples of `context_step` up to 4 of them, then powers of two: few graphs for long contexts."""
+        step = self.context_step
+        if width <= 4 * step:
+            return -(-width // step) * step
+        return 1 << (width - 1).bit_length()
 
     def fits(self, step: StepInputs) -> bool:
         return (not step.prefills and step.decode_rows <= self.buckets[-1]
@@ -70,7 +78,7 @@ class DecodeGraphs:
     def run(self, step: StepInputs) -> torch.Tensor:
         n, width = step.decode_rows, step.decode_keys.shape[1]
         b = next(s for s in self.buckets if s >= n)
-        k = -(-width // self.context_step) * self.context_step
+        k = self.context_bucket(width)
         scratch = self.runner.scratch_slot
         bucket = self._bucket(b, k)
         keys, mask = bucket.inputs.decode_keys, bucket.inputs.decode_mask
