@@ -20,17 +20,23 @@ class Delivery:
     `on_failure(request_id)` lets the engine drop its sequence."""
 
     def __init__(self, on_failure: Callable[[str], None]) -> None:
-        self._queue: queue.SimpleQueue[tuple[GenerationRequest, tuple] | None] = queue.SimpleQueue()
+        # Items are lists of (request, args): one step's tokens travel together, one wake-up per step.
+        self._queue: queue.SimpleQueue[list[tuple[GenerationRequest, tuple]] | None] = queue.SimpleQueue()
         self._on_failure = on_failure
-        self._failed: set[int] = set()  # id() of requests whose callback raised
+        # Requests whose callback raised, by id(); holding them keeps their id from being reused (they are few).
+        self._failed: dict[int, GenerationRequest] = {}
         self._thread = threading.Thread(target=self._run, name="engine-delivery", daemon=True)
         self._thread.start()
 
     def tokens(self, request: GenerationRequest, new: list[int], finish: str | None) -> None:
-        self._queue.put((request, (new, finish)))
+        self._queue.put([(request, (new, finish))])
+
+    def step_tokens(self, items: list[tuple[GenerationRequest, list[int], str | None]]) -> None:
+        if items:
+            self._queue.put([(request, (new, finish)) for request, new, finish in items])
 
     def error(self, request: GenerationRequest, exc: Exception) -> None:
-        self._queue.put((request, (exc,)))
+        self._queue.put([(request, (exc,))])
 
     def close(self, timeout: float) -> None:
         """Deliver what is queued, then stop."""
@@ -38,25 +44,28 @@ class Delivery:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            request, args = item
-            if id(request) in self._failed:
-                continue
-            try:
-                if len(args) == 1:
-                    request.on_error(args[0])
-                else:
-                    request.on_tokens(*args)
-            except Exception as exc:
-                log.error("a callback of request %s raised %s: ending that request", request.request_id,
-                          type(exc).__name__)
-                self._failed.add(id(request))
-                self._on_failure(request.request_id)
-                if len(args) != 1:
-                    try:
-                        request.on_error(RequestFailed(f"{type(exc).__name__}: {exc}"))
-                    except Exception:
-                        log.exception("the error callback of request %s raised too", request.request_id)
+        while (items := self._queue.get()) is not None:
+            for request, args in items:
+                self._deliver(request, args)
+
+    def _deliver(self, request: GenerationRequest, args: tuple) -> None:
+        if id(request) in self._failed:
+            return
+        try:
+            if len(args) == 1:
+                request.on_error(args[0])
+            else:
+                request.on_tokens(*args)
+        except Exception as exc:
+            log.error("a callback of request %s raised %s: ending that request", request.request_id,
+                      type(exc).__name__)
+            self._failed[id(request)] = request
+            self._on_failure(request.request_id)
+            if len(args) != 1:
+                try:
+                    request.on_error(RequestFailed(f"{type(exc).__name__}: {exc}"))
+                except Exception:
+                    log.exception("the error callback of request %s raised too", request.request_id)
 
 
 class CancellationPoller:

@@ -317,7 +317,7 @@ class PagedEngine:
         # NaN is impossible, +-inf the largest finite values: argmax, the penalty and the softmax never see
         # a NaN or inf - inf (the same rule as `finite_logits` on the issue-15 branch; use it once merged).
         limit = torch.finfo(logits.dtype).max
-        logits = torch.nan_to_num(logits, nan=float("-inf"), posinf=limit, neginf=-limit)
+        logits.nan_to_num_(nan=float("-inf"), posinf=limit, neginf=-limit)
         penalties = [s.request.sampling.repetition_penalty for s in seqs]
         if any(p != 1.0 for p in penalties):
             rows = torch.tensor([s.seen_row for s in seqs], device=self.device)
@@ -343,13 +343,15 @@ class PagedEngine:
         self._history[torch.tensor([s.seen_row for s, _ in kept], device=self.device),
                       torch.tensor([len(s.tokens) for s, _ in kept], device=self.device)] = torch.tensor(
             [t for _, t in kept], device=self.device)
+        delivered = []
         for seq, token in kept:
             seq.tokens.append(token)
             reason = seq.finish_reason()
-            self._delivery.tokens(seq.request, [token], reason)
+            delivered.append((seq.request, [token], reason))
             if reason is not None:
                 self._completed += 1
                 self._finish(seq)
+        self._delivery.step_tokens(delivered)
 
 
 def _generator(sampling: SamplingParams, device: torch.device) -> torch.Generator | None:
