@@ -30,7 +30,7 @@ from wingpt.engine.requests import FINISH_CANCELLED, EngineOverloaded, EngineSta
 from wingpt.engine.scheduler import Scheduler
 from wingpt.engine.sequence import Sequence
 from wingpt.errors import InvalidRequest
-from wingpt.sampling import SamplingParams, penalise_repeats, sample_next
+from wingpt.sampling import SamplingParams, finite_logits, penalise_repeats, sample_next
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,9 @@ class PagedEngine:
         with self._lock:
             if not self._running:
                 raise EngineStopped("the engine is not running")
-            if self._waiting_count + len(self._incoming) >= self.max_queue_size:
+            # Free batch slots are taken at the next step: only requests beyond them are queued.
+            free_slots = max(0, self.max_batch_size - len(self.scheduler.running))
+            if self._waiting_count + len(self._incoming) >= self.max_queue_size + free_slots:
                 raise EngineOverloaded(
                     f"server overloaded: {self._waiting_count + len(self._incoming)} requests already waiting "
                     "(max_queue_size)")
@@ -314,10 +316,7 @@ class PagedEngine:
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
         if not seqs:
             return
-        # NaN is impossible, +-inf the largest finite values: argmax, the penalty and the softmax never see
-        # a NaN or inf - inf (the same rule as `finite_logits` on the issue-15 branch; use it once merged).
-        limit = torch.finfo(logits.dtype).max
-        logits.nan_to_num_(nan=float("-inf"), posinf=limit, neginf=-limit)
+        logits = finite_logits(logits)
         penalties = [s.request.sampling.repetition_penalty for s in seqs]
         if any(p != 1.0 for p in penalties):
             rows = torch.tensor([s.seen_row for s in seqs], device=self.device)
