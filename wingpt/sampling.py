@@ -89,8 +89,9 @@ def resolve_max_tokens(max_tokens: int | None, default: int, limit: int) -> int:
 
 def finite_logits(logits: torch.Tensor) -> torch.Tensor:
     """float32 logits with NaN as impossible (-inf) and +-inf as the largest finite values, so that
-    argmax, the penalty and the softmax below never see a NaN or an inf - inf."""
-    return torch.nan_to_num(logits.float(), nan=float("-inf"), posinf=_FLOAT_MAX, neginf=-_FLOAT_MAX)
+    argmax, the penalty and the softmax below never see a NaN or an inf - inf. In place when `logits` are
+    float32 already (a fresh [batch, vocabulary] copy per step was ~14 % of a CPU decode step)."""
+    return logits.float().nan_to_num_(nan=float("-inf"), posinf=_FLOAT_MAX, neginf=-_FLOAT_MAX)
 
 
 def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
