@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def format_row(r: dict) -> str:
-    pen = f"{r['penalty']}" + ("" if r.get("penalty_applied", True) else " (not applied)")
+    pen = f"{r['penalty']}" + ("" if r.get("penalty_applied", True) or r["penalty"] == 1.0 else " (not applied)")
     extra = ""
     if "peak_gpu_mib" in r:
         kv = f"{r['kv_used_peak_mib']:.0f}" if "kv_used_peak_mib" in r else "-"
