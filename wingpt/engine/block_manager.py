@@ -67,7 +67,7 @@ class BlockManager:
             self._refs[block] += 1
             seq.block_table.append(block)
             seq.block_hashes.append(name)
-        seq.computed = len(seq.block_table) * self.block_size
+        seq.computed = seq.prefilled = len(seq.block_table) * self.block_size
         self._note_peak()
         return seq.computed
 
@@ -85,8 +85,14 @@ class BlockManager:
         self._note_peak()
 
     def publish(self, seq: Sequence) -> None:
-        """Name the blocks `seq` has filled since the last call, so later sequences can share them."""
-        full = seq.computed // self.block_size
+        """Name the blocks `seq` has filled by prefill since the last call, so later sequences can share them.
+
+        Blocks filled by decode steps are not shared: a decode computes a token's K/V with other kernels and
+        shapes than a prefill, so its bits can differ, and a later request reusing them could decode other
+        tokens than the same request run cold (found through the UI: a follow-up question answered
+        differently than the same conversation sent again). A chat's answer is therefore recomputed, once, by
+        the next turn's prefill, whose blocks are then shared."""
+        full = min(seq.computed, seq.prefilled) // self.block_size
         name = seq.block_hashes[-1] if seq.block_hashes else b""
         for i in range(len(seq.block_hashes), full):
             name = block_hash(name, seq.tokens[i * self.block_size:(i + 1) * self.block_size])
@@ -102,7 +108,7 @@ class BlockManager:
             self._refs[block] -= 1
             if self._refs[block] == 0:
                 self._free[block] = None
-        seq.block_table, seq.block_hashes, seq.computed = [], [], 0
+        seq.block_table, seq.block_hashes, seq.computed, seq.prefilled = [], [], 0, 0
 
     def _note_peak(self) -> None:
         self.peak_used = max(self.peak_used, self.num_used)

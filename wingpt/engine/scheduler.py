@@ -109,5 +109,8 @@ class Scheduler:
     def advance(self, chunks: list[Chunk]) -> None:
         """After the step ran: the chunks' KV is in the cache."""
         for chunk in chunks:
-            chunk.seq.computed = chunk.start + chunk.length
-            self.blocks.publish(chunk.seq)
+            seq = chunk.seq
+            seq.computed = chunk.start + chunk.length
+            if chunk.length > 1 and chunk.start <= seq.prefilled:  # a prefill chunk, contiguous with the last
+                seq.prefilled = seq.computed
+            self.blocks.publish(seq)

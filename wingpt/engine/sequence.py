@@ -26,6 +26,9 @@ class Sequence:
     block_table: list[int] = field(default_factory=list)
     block_hashes: list[bytes] = field(default_factory=list)  # of the leading full blocks, for prefix reuse
     computed: int = 0  # tokens whose KV is in the cache
+    # Leading tokens whose KV came from prefill chunks (or the prefix cache): only their blocks are shared, see
+    # BlockManager.publish.
+    prefilled: int = 0
     seen_row: int = -1  # row of the engine's token-history table (repetition penalty), held while it lives
 
     @property
