@@ -45,8 +45,8 @@ from loadtest.sweep import SweepConfig, format_table, summary_document, sweep
 from loadtest.workloads import Prompt, build_workload
 from wingpt.chat_template import build_prompt_ids, parse_messages
 from wingpt.engine.checkpoint import load_model, qwen_v1_config, write_random_weights_checkpoint
-from wingpt.engine.graph_decode import SingleStreamGraph
-from wingpt.engine.inflight import GenerationRequest, InflightBatchingEngine
+from wingpt.engine.engine import PagedEngine
+from wingpt.engine.requests import GenerationRequest
 from wingpt.sampling import resolve_sampling
 from wingpt.tokenizer import PADDED_VOCAB_SIZE, load_tokenizer
 
@@ -115,10 +115,9 @@ def prompt_ids(prompt: Prompt) -> list[int]:
 
 
 def engine_single_stream(model: torch.nn.Module, ids: list[int], runs: int = 3, graph: bool = False) -> dict:
-    """TTFT and TPOT of one request straight to the in-flight engine (no Triton), median of `runs`;
-    `graph`: the engine's single-stream CUDA-graph decoding (WINGPT_CUDA_GRAPH, on by default)."""
-    engine = InflightBatchingEngine(model, max_batch_size=1, max_queue_size=1, max_seq_len=4096,
-                                    single_stream_graph=graph)
+    """TTFT and TPOT of one request straight to the engine (no Triton), median of `runs`;
+    `graph`: decode steps replayed as CUDA graphs (WINGPT_CUDA_GRAPH, on by default)."""
+    engine = PagedEngine(model, max_batch_size=1, max_queue_size=1, max_seq_len=4096, cuda_graphs=graph)
     engine.start()
     results = []
     try:
@@ -179,25 +178,6 @@ def profile_decode_step(model: torch.nn.Module, ids: list[int], steps: int = 32)
     }
 
 
-@torch.inference_mode()
-def cuda_graph_decode(model: torch.nn.Module, ids: list[int], steps: int = 64) -> dict:
-    """The engine's single-stream graph (wingpt/engine/graph_decode.py) replayed alone, greedy, without the
-    engine around it: the floor the engine's single-stream decoding can reach."""
-    from transformers import DynamicCache
-
-    graph = SingleStreamGraph(model, max_len=len(ids) + steps + 8, capture=True)
-    cache = DynamicCache()
-    prompt = torch.tensor([ids], device="cuda")
-    token = int(model(prompt, past_key_values=cache, use_cache=True).logits[0, -1].argmax())
-    graph.load(cache, torch.ones(len(ids), dtype=torch.long, device="cuda"))
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        token = int(graph.step(token)[0].argmax())
-    torch.cuda.synchronize()
-    return {"tpot_ms": (time.perf_counter() - t0) * 1000 / steps, "steps": steps}
-
-
 def run_engine_part(model_dir: Path, out: Path, report: dict) -> None:
     bandwidth = measure_copy_bandwidth()
     model = load_model(model_dir, "cuda", torch.bfloat16)
@@ -212,10 +192,6 @@ def run_engine_part(model_dir: Path, out: Path, report: dict) -> None:
     report["engine_direct"] = engine_single_stream(model, ids, graph=True)
     report["engine_direct_no_graph"] = engine_single_stream(model, ids, graph=False)
     report["decode_profile"] = profile_decode_step(model, ids)
-    try:
-        report["cuda_graph_decode"] = cuda_graph_decode(model, ids)
-    except Exception as exc:  # an experiment: report why it could not run, keep the rest of the run
-        report["cuda_graph_decode"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
     del model
     torch.cuda.empty_cache()
     report["seed_baseline"] = run_seed_baseline(model_dir, out)
@@ -330,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="build/gpu-capacity")
     p.add_argument("--part", choices=("all", "engine", "serving", "graphs"), default="all",
-                   help="graphs: only the CUDA-graph decode experiment and the direct engine")
+                   help="graphs: only the direct engine with and without CUDA graphs")
     p.add_argument("--levels", default="1,8,32,64,128", help="concurrency levels for our stack")
     p.add_argument("--model-dir", default="", help="default: write a 7B-shaped random-weights checkpoint")
     Search.add_flags(p)
@@ -354,7 +330,6 @@ def main(argv: list[str] | None = None) -> int:
         ids = prompt_ids(build_workload("seed5", SHORT_PROMPT_TOKENS)[0])
         report["engine_direct"] = engine_single_stream(model, ids, runs=2, graph=True)
         report["engine_direct_no_graph"] = engine_single_stream(model, ids, runs=2, graph=False)
-        report["cuda_graph_decode"] = cuda_graph_decode(model, ids)
     if args.part in ("all", "serving"):
         run_serving_part(model_dir, out, report, tuple(int(x) for x in args.levels.split(",")), search, args.level_s)
     report["elapsed_s"] = time.monotonic() - started

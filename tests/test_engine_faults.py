@@ -1,8 +1,8 @@
 """The engine's failure contract (wingpt/engine/faults.py), in process with the embedded model.
 
 The server tests (test_reliability_isolation.py) drive the same contract through the public interfaces;
-these cover what cannot be provoked there on a CPU: out-of-memory in a step, once and over and over.
-The model is the real embedded one, wrapped so that its forward can raise what a full GPU raises.
+these cover what cannot be provoked there on a CPU: out-of-memory in a step, once and over and over, raised
+into the paged engine's real model step as a full GPU would raise it; and the sampler on hostile logits.
 """
 
 from __future__ import annotations
@@ -17,35 +17,21 @@ from hypothesis import strategies as st
 
 from wingpt.engine.checkpoint import load_model
 from wingpt.engine.embedded import ensure_embedded_model
+from wingpt.engine.engine import PagedEngine
 from wingpt.engine.faults import EngineBroken, FaultInjection, RequestFailed, is_unrecoverable
-from wingpt.engine.inflight import EngineStopped, GenerationRequest, InflightBatchingEngine
+from wingpt.engine.requests import EngineStopped, GenerationRequest
 from wingpt.errors import InvalidRequest
-from wingpt.sampling import SamplingParams, apply_repetition_penalty, finite_logits, resolve_sampling, sample_next
+from wingpt.sampling import SamplingParams, finite_logits, penalise_repeats, resolve_sampling, sample_next
 from wingpt.settings import ServerSettings
-from wingpt.tokenizer import load_tokenizer
 
-TOKENS = load_tokenizer(None).encode("孩子咳嗽三天了怎么办？")
+PROMPT = list(range(1000, 1012))
 F32_MAX = float(torch.finfo(torch.float32).max)
 F32_TINY = 1.401298464324817e-45  # the smallest positive (subnormal) float32
 
 
-class OutOfMemoryAfter(torch.nn.Module):
-    """The real model, whose forward raises CUDA's out-of-memory error while `failures` is above 0
-    (`decode_only`: only in decode steps, one new token per sequence, as a growing batch would)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.inner = model
-        self.config = model.config
-        self.failures = 0
-        self.decode_only = False
-
-    def forward(self, **kwargs: object) -> object:
-        decode = kwargs["input_ids"].shape[1] == 1  # type: ignore[attr-defined]
-        if self.failures > 0 and (decode or not self.decode_only):
-            self.failures -= 1
-            raise torch.OutOfMemoryError("CUDA out of memory (raised by the test)")
-        return self.inner(**kwargs)
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return load_model(ensure_embedded_model(Path.home() / ".cache" / "wingpt"), "cpu", torch.float32)
 
 
 class Answer:
@@ -64,89 +50,140 @@ class Answer:
         self.done.set()
 
 
-@pytest.fixture(scope="module")
-def model() -> OutOfMemoryAfter:
-    return OutOfMemoryAfter(load_model(ensure_embedded_model(Path.home() / ".cache" / "wingpt"), "cpu", torch.float32))
+class Engine:
+    """A started engine whose model step raises out-of-memory while `failures` > 0 (`decode_only`: only in
+    steps that are all decodes, as a growing batch would)."""
+
+    def __init__(self, model: torch.nn.Module, **kwargs) -> None:
+        self.broken: list[BaseException] = []
+        self.engine = PagedEngine(model, max_batch_size=4, max_queue_size=8, max_seq_len=256,
+                                  on_broken=self.broken.append, **kwargs)
+        self.failures = 0
+        self.decode_only = False
+        forward = self.engine.runner.forward
+
+        def failing_forward(step):
+            decode = not step.prefills
+            if self.failures > 0 and (decode or not self.decode_only):
+                self.failures -= 1
+                raise torch.OutOfMemoryError("CUDA out of memory (raised by the test)")
+            return forward(step)
+
+        self.engine.runner.forward = failing_forward
+        self.engine.start()
+
+    def ask(self, max_new: int = 4, on_tokens=None, seed: int | None = None) -> Answer:
+        answer = Answer()
+        self.engine.submit(GenerationRequest(
+            request_id=str(id(answer)), prompt_ids=PROMPT, max_new_tokens=max_new,
+            sampling=resolve_sampling(temperature=0.0, seed=seed), end_id=-1,
+            on_tokens=on_tokens or answer.on_tokens, on_error=answer.on_error))
+        return answer
 
 
 @pytest.fixture
-def engine(model: OutOfMemoryAfter):
-    model.failures, model.decode_only = 0, False
-    broken: list[BaseException] = []
-    engine = InflightBatchingEngine(model, max_batch_size=4, max_queue_size=8, max_seq_len=256,
-                                    on_broken=broken.append)
-    engine.broken = broken  # type: ignore[attr-defined]
-    engine.start()
-    yield engine
-    engine.shutdown()
+def engine(model):
+    e = Engine(model)
+    yield e
+    e.engine.shutdown()
 
 
-def ask(engine: InflightBatchingEngine, max_new: int = 4, on_tokens=None, **sampling) -> Answer:
-    answer = Answer()
-    engine.submit(GenerationRequest(
-        request_id=str(id(answer)), prompt_ids=TOKENS, max_new_tokens=max_new, sampling=resolve_sampling(**sampling),
-        end_id=-1, on_tokens=on_tokens or answer.on_tokens, on_error=answer.on_error))
-    return answer
-
-
-def test_one_out_of_memory_step_ends_its_requests_and_the_engine_serves_the_next(engine, model):
-    model.failures = 1
-    first = ask(engine)
+def test_one_out_of_memory_step_ends_its_requests_and_the_engine_serves_the_next(engine) -> None:
+    engine.failures = 1
+    first = engine.ask()
     assert first.done.wait(60)
     assert isinstance(first.error, RequestFailed) and "OutOfMemoryError" in str(first.error)
-    second = ask(engine)
+    second = engine.ask()
     assert second.done.wait(60) and second.error is None and len(second.tokens) == 4
-    assert engine.broken == []
+    assert engine.broken == [] and engine.engine.stats().healthy
+    assert engine.engine.stats().kv_blocks_used == 0, "the failed request's blocks came back"
 
 
-def test_out_of_memory_in_every_step_breaks_the_engine_once_and_it_refuses_new_requests(engine, model):
-    model.failures = 10**6
-    answers = [ask(engine) for _ in range(3)]
-    for answer in answers:
+def test_out_of_memory_in_every_step_breaks_the_engine_once_and_it_refuses_new_requests(engine) -> None:
+    engine.failures = 10**6
+    for _ in range(3):  # one after the other, so that each is a step of its own
+        answer = engine.ask()
         assert answer.done.wait(60) and answer.error is not None
     assert wait_for(lambda: engine.broken)
     (broken,) = engine.broken
     assert isinstance(broken, EngineBroken) and "3 prefill step(s) in a row failed" in str(broken)
+    assert not engine.engine.stats().healthy
     with pytest.raises(EngineStopped):
-        ask(engine)
+        engine.ask()
 
 
-def test_decode_steps_that_always_run_out_of_memory_break_the_engine_though_prefills_succeed(engine, model):
-    model.failures, model.decode_only = 10**6, True
+def test_decode_steps_that_always_run_out_of_memory_break_the_engine_though_prefills_succeed(engine) -> None:
+    engine.failures, engine.decode_only = 10**6, True
     for _ in range(3):
-        answer = ask(engine)
+        answer = engine.ask()
         assert answer.done.wait(60)
         assert len(answer.tokens) == 1 and isinstance(answer.error, RequestFailed), "first token, then the step fails"
     assert wait_for(lambda: engine.broken)
+    assert "3 decode step(s) in a row failed" in str(engine.broken[0])
     with pytest.raises(EngineStopped):
-        ask(engine)
+        engine.ask()
 
 
-def test_a_callback_that_raises_ends_only_its_own_request(engine):
+def test_a_callback_that_raises_ends_only_its_own_request(engine) -> None:
     def explode(new: list[int], finish: str | None) -> None:
         raise ConnectionError("the client went away mid-send")
 
-    bad = Answer()
-    engine.submit(GenerationRequest(request_id="bad", prompt_ids=TOKENS, max_new_tokens=8,
-                                    sampling=resolve_sampling(), end_id=-1, on_tokens=explode, on_error=bad.on_error))
-    good = ask(engine, max_new=8)
+    bad = engine.ask(max_new=50, on_tokens=explode)
+    good = engine.ask(max_new=8)
     assert bad.done.wait(60) and good.done.wait(60)
     assert isinstance(bad.error, RequestFailed) and "ConnectionError" in str(bad.error)
     assert good.error is None and len(good.tokens) == 8
+    assert wait_for(lambda: engine.engine.stats().kv_blocks_used == 0), "the failed request was dropped"
     assert engine.broken == []
 
 
-def test_token_ids_outside_the_vocabulary_are_refused_naming_the_field(engine):
-    vocab = engine.vocab
+def test_an_injected_request_fault_ends_only_that_request(model) -> None:
+    e = Engine(model, faults=FaultInjection(request_seed=4242))
+    try:
+        other = e.ask(max_new=20)
+        doomed = e.ask(max_new=20, seed=4242)
+        assert doomed.done.wait(60) and other.done.wait(60)
+        assert isinstance(doomed.error, RequestFailed)
+        assert other.error is None and len(other.tokens) == 20
+        assert e.broken == []
+    finally:
+        e.engine.shutdown()
+
+
+def test_an_injected_engine_fault_breaks_the_engine_and_ends_everyone(model) -> None:
+    e = Engine(model, faults=FaultInjection(engine_seed=4343))
+    try:
+        running = e.ask(max_new=200)
+        while not running.tokens:
+            running.done.wait(0.01)
+        e.ask(seed=4343)
+        assert running.done.wait(60) and isinstance(running.error, EngineStopped)
+        assert wait_for(lambda: e.broken) and isinstance(e.broken[0], EngineBroken)
+    finally:
+        e.engine.shutdown()
+
+
+def test_token_ids_outside_the_vocabulary_are_refused_naming_the_field(engine) -> None:
+    vocab = engine.engine.vocab
     for field, request in (
-        ("input_ids", {"prompt_ids": [*TOKENS, vocab]}),
-        ("input_ids", {"prompt_ids": [-1, *TOKENS]}),
-        ("bad_words_list", {"prompt_ids": TOKENS, "bad_sequences": [[5, vocab + 7]]}),
+        ("input_ids", {"prompt_ids": [*PROMPT, vocab]}),
+        ("input_ids", {"prompt_ids": [-1, *PROMPT]}),
+        ("bad_words_list", {"prompt_ids": PROMPT, "bad_sequences": [[5, vocab + 7]]}),
     ):
         with pytest.raises(InvalidRequest) as refused:
-            engine.submit(GenerationRequest(request_id=field, max_new_tokens=2, sampling=resolve_sampling(),
-                                            end_id=-1, on_tokens=lambda *_: None, on_error=lambda _: None, **request))
+            engine.engine.submit(GenerationRequest(request_id=field, max_new_tokens=2, sampling=resolve_sampling(),
+                                                   end_id=-1, on_tokens=lambda *_: None, on_error=lambda _: None,
+                                                   **request))
         assert refused.value.field == field
+
+
+def wait_for(condition, timeout_s: float = 60) -> bool:
+    pause = threading.Event()
+    for _ in range(int(timeout_s * 100)):
+        if condition():
+            return True
+        pause.wait(0.01)
+    return bool(condition())
 
 
 def test_cuda_errors_other_than_out_of_memory_are_unrecoverable():
@@ -154,15 +191,6 @@ def test_cuda_errors_other_than_out_of_memory_are_unrecoverable():
     assert is_unrecoverable(EngineBroken("step loop"))
     assert not is_unrecoverable(torch.OutOfMemoryError("CUDA out of memory"))
     assert not is_unrecoverable(ValueError("a bad value in one request"))
-
-
-def wait_for(condition, timeout_s: float = 60) -> bool:
-    done = threading.Event()
-    for _ in range(int(timeout_s * 10)):
-        if condition():
-            return True
-        done.wait(0.1)
-    return bool(condition())
 
 
 # ------------------------------------------------------------------ the sampler on hostile logits
@@ -182,9 +210,8 @@ def test_any_accepted_sampling_values_pick_a_possible_token_from_any_logits(
     params = resolve_sampling(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=penalty,
                               seed=seed)
     row = finite_logits(torch.tensor([logits]))
-    seen = torch.zeros_like(row, dtype=torch.bool)
-    seen[0, ::2] = True
-    row = apply_repetition_penalty(row, seen, torch.tensor([params.repetition_penalty]))[0]
+    history = torch.arange(0, len(logits), 2)[None]  # every other token was seen
+    row = penalise_repeats(row, history, torch.tensor([params.repetition_penalty]))[0]
     assert not row.isnan().any() and not (row == float("inf")).any()
     generator = torch.Generator().manual_seed(params.seed)
     token = sample_next(row, params, generator)

@@ -130,3 +130,21 @@ def test_the_model_says_it_is_the_embedded_smoke_test_model(triton_server) -> No
     assert params["embedded_default"].string_value == "true"
     assert "meaningless" in params["model_note"].string_value
     assert "MODEL_DIR" in params["model_note"].string_value
+
+
+def test_the_engine_exports_its_kv_cache_blocks_as_the_tensorrt_llm_backend_does(triton_server) -> None:
+    import urllib.request
+
+    assert call(triton_server.grpc_url, **chat_inputs(FEVER, max_tokens=8)).error is None
+    blocks = {}
+    with urllib.request.urlopen(triton_server.metrics_url, timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("nv_trt_llm_kv_cache_block_metrics{") and 'model="torch_llm"' in line:
+                kind = line.split('kv_cache_block_type="', 1)[1].split('"', 1)[0]
+                blocks[kind] = float(line.rsplit(" ", 1)[1])
+    assert set(blocks) == {"max", "free", "used", "tokens_per"}
+    settings = triton_server.settings
+    # The CPU budget by default: a full context window for every sequence of the batch, in 32-token blocks.
+    assert blocks["tokens_per"] == settings.kv_block_size == 32
+    assert blocks["max"] == settings.max_batch_size * settings.context_window // 32
+    assert blocks["used"] + blocks["free"] == blocks["max"]

@@ -89,20 +89,9 @@ def resolve_max_tokens(max_tokens: int | None, default: int, limit: int) -> int:
 
 def finite_logits(logits: torch.Tensor) -> torch.Tensor:
     """float32 logits with NaN as impossible (-inf) and +-inf as the largest finite values, so that
-    argmax, the penalty and the softmax below never see a NaN or an inf - inf."""
-    return torch.nan_to_num(logits.float(), nan=float("-inf"), posinf=_FLOAT_MAX, neginf=-_FLOAT_MAX)
-
-
-def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalties: torch.Tensor) -> torch.Tensor:
-    """CTRL-style penalty as transformers applies it, batched: for every token already in a row's
-    prompt or output, divide a positive logit by the row's penalty and multiply a negative one.
-    The result stays finite for any penalty > 0 (a penalty of 1e-38 would otherwise make +inf).
-
-    logits [B, V] float, seen [B, V] bool, penalties [B] float.
-    """
-    p = penalties.to(logits.dtype).clamp(min=torch.finfo(logits.dtype).tiny).unsqueeze(1)
-    penalised = torch.where(logits > 0, logits / p, logits * p).clamp(-_FLOAT_MAX, _FLOAT_MAX)
-    return torch.where(seen & logits.isfinite(), penalised, logits)  # an impossible token stays impossible
+    argmax, the penalty and the softmax below never see a NaN or an inf - inf. In place when `logits` are
+    float32 already (a fresh [batch, vocabulary] copy per step was ~14 % of a CPU decode step)."""
+    return logits.float().nan_to_num_(nan=float("-inf"), posinf=_FLOAT_MAX, neginf=-_FLOAT_MAX)
 
 
 def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
@@ -125,3 +114,18 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
         logits = logits.scatter(0, order, sorted_logits.masked_fill(drop, float("-inf")))
     probs = torch.softmax(logits, dim=-1)
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def penalise_repeats(logits: torch.Tensor, history: torch.Tensor, penalties: torch.Tensor) -> torch.Tensor:
+    """CTRL-style penalty exactly as transformers' `RepetitionPenaltyLogitsProcessor` applies it, batched:
+    every token id in a row's `history` (prompt and output so far; padding repeats one of its ids) has a
+    positive logit divided by the row's penalty and a negative one multiplied. O(rows x history), not x vocab.
+
+    logits [B, V] float (changed in place and returned), history [B, L] long, penalties [B] float.
+    The result stays finite for any penalty > 0, and an impossible (-inf) token stays impossible.
+    """
+    p = penalties.to(logits.dtype).clamp(min=torch.finfo(logits.dtype).tiny).unsqueeze(1)
+    scores = logits.gather(1, history)
+    limit = torch.finfo(logits.dtype).max
+    penalised = torch.where(scores < 0, scores * p, scores / p).clamp(-limit, limit)
+    return logits.scatter_(1, history, torch.where(scores.isfinite(), penalised, scores))

@@ -60,7 +60,17 @@ class ServerSettings:
         "env": "WINGPT_CANCEL_CHECK_PERIOD_MS",
         "help": "how often the orchestrator looks for cancelled requests (a client's cancel, disconnect, deadline)"})
     cuda_graph: int = field(default=1, metadata={
-        "env": "WINGPT_CUDA_GRAPH", "help": "1: a lone sequence decodes as a replayed CUDA graph (GPU torch engine)"})
+        "env": "WINGPT_CUDA_GRAPH", "help": "1: decode steps replay as CUDA graphs per batch size (GPU torch engine)"})
+    kv_cache_free_gpu_mem_fraction: float = field(default=0.85, metadata={
+        "env": "WINGPT_KV_CACHE_FREE_GPU_MEM_FRACTION",
+        "help": "GPU torch engine: share of the memory free after loading the weights given to the paged KV cache"})
+    kv_cache_bytes: int = field(default=0, metadata={
+        "env": "WINGPT_KV_CACHE_BYTES",
+        "help": "KV cache budget in bytes (CPU; on a GPU overrides the fraction); 0 = batch x context window"})
+    kv_block_size: int = field(default=32, metadata={"env": "WINGPT_KV_BLOCK_SIZE",
+                                                     "help": "tokens per KV cache block (the unit of prefix reuse)"})
+    max_num_tokens: int = field(default=8192, metadata={
+        "env": "WINGPT_MAX_NUM_TOKENS", "help": "tokens per engine step; longer prefills are chunked"})
     dtype: str = field(default="", metadata={"env": "WINGPT_DTYPE",
                                              "help": "float32 | bfloat16 | float16; empty = by target"})
     exit_timeout_s: int = field(default=30, metadata={"env": "TRITON_EXIT_TIMEOUT",
@@ -83,7 +93,7 @@ class ServerSettings:
         for f in fields(cls):
             raw = os.environ.get(f.metadata["env"])
             if raw is not None and raw != "":
-                values[f.name] = int(raw) if f.type == "int" else raw
+                values[f.name] = int(raw) if f.type == "int" else float(raw) if f.type == "float" else raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
@@ -105,6 +115,11 @@ class ServerSettings:
         if self.openai not in (0, 1):
             raise ValueError(f"WINGPT_OPENAI must be 0 or 1, got {self.openai}")
         FaultInjection.parse(self.test_faults)  # a typo fails at start, not as a silent no-op
+        if not 0.0 < self.kv_cache_free_gpu_mem_fraction < 1.0:
+            raise ValueError("WINGPT_KV_CACHE_FREE_GPU_MEM_FRACTION must be between 0 and 1, "
+                             f"got {self.kv_cache_free_gpu_mem_fraction}")
+        if self.kv_cache_bytes < 0 or self.kv_block_size < 1 or self.max_num_tokens < 1:
+            raise ValueError("WINGPT_KV_CACHE_BYTES must be >= 0, WINGPT_KV_BLOCK_SIZE and WINGPT_MAX_NUM_TOKENS >= 1")
         if self.dtype not in ("", "float32", "bfloat16", "float16"):
             raise ValueError(f"WINGPT_DTYPE must be float32, bfloat16 or float16, got {self.dtype!r}")
 

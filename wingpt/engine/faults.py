@@ -20,7 +20,7 @@ in-flight engine, the paged engine) keeps the same split:
 An engine adopts the contract by taking `on_broken` (and, for tests, `faults`) in its constructor,
 wrapping each request's own work so that an exception becomes `RequestFailed` for that request,
 counting failed shared steps, and raising `EngineBroken` out of its loop when it cannot go on
-(wingpt/engine/inflight.py is the reference; tests/test_engine_faults.py and
+(wingpt/engine/engine.py is the reference; tests/test_engine_faults.py and
 tests/test_reliability_isolation.py are what it must pass).
 """
 

@@ -1,9 +1,10 @@
-"""torch_llm: the transformers engine with in-flight batching, behind tensorrt_llm's tensors.
+"""torch_llm: the PyTorch paged-KV engine (wingpt/engine, docs/engine.md), behind tensorrt_llm's tensors.
 
-Decoupled: `execute` only validates and enqueues; the engine thread streams responses through
+Decoupled: `execute` only validates and enqueues; the engine's delivery thread streams responses through
 each request's response sender, and a request arriving mid-generation joins the running batch.
-Engine load is exported as `nv_trt_llm_request_metrics{request_type=...}`, the family the
-TensorRT-LLM backend uses, so dashboards and autoscaling work for both engines.
+Engine load is exported in the TensorRT-LLM backend's families, so dashboards and autoscaling work for
+both engines: `nv_trt_llm_request_metrics{request_type=...}` and
+`nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="max|free|used|tokens_per"}`.
 
 Failures follow the engine contract (wingpt/engine/faults.py): a request the engine could not serve
 is answered `[INTERNAL]` alone; a broken engine calls `_engine_broken`, which stops this tritonserver
@@ -23,14 +24,9 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from wingpt.engine.checkpoint import load_model
+from wingpt.engine.engine import PagedEngine
 from wingpt.engine.faults import FaultInjection
-from wingpt.engine.inflight import (
-    FINISH_CANCELLED,
-    EngineOverloaded,
-    EngineStopped,
-    GenerationRequest,
-    InflightBatchingEngine,
-)
+from wingpt.engine.requests import FINISH_CANCELLED, EngineOverloaded, EngineStopped, GenerationRequest
 from wingpt.errors import InvalidRequest
 from wingpt.sampling import resolve_sampling
 from wingpt.triton_io import (
@@ -56,12 +52,16 @@ class TritonPythonModel:
         if device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("torch_llm was rendered for a GPU but torch sees no CUDA device")
         model = load_model(params["model_dir"], device, getattr(torch, params["dtype"]))
-        self.engine = InflightBatchingEngine(
+        self.engine = PagedEngine(
             model,
             max_batch_size=int(params["max_batch_size"]),
             max_queue_size=int(params["max_queue_size"]),
             max_seq_len=int(params["context_window"]),
-            single_stream_graph=device == "cuda" and params["cuda_graph"] == "1",
+            max_num_tokens=int(params["max_num_tokens"]),
+            kv_block_size=int(params["kv_block_size"]),
+            kv_cache_bytes=int(params["kv_cache_bytes"]),
+            kv_cache_free_gpu_mem_fraction=float(params["kv_cache_free_gpu_mem_fraction"]),
+            cuda_graphs=device == "cuda" and params["cuda_graph"] == "1",
             on_broken=self._engine_broken,
             faults=FaultInjection.parse(params.get("test_faults", "")),
         )
@@ -73,6 +73,15 @@ class TritonPythonModel:
         self._gauges = {
             kind: self._metrics.Metric(labels={"model": "torch_llm", "request_type": kind})
             for kind in ("active", "waiting", "max", "completed", "cancelled")
+        }
+        self._kv_metrics = pb_utils.MetricFamily(
+            name="nv_trt_llm_kv_cache_block_metrics",
+            description="KV cache blocks (same family as the TensorRT-LLM backend)",
+            kind=pb_utils.MetricFamily.GAUGE,
+        )
+        self._kv_gauges = {
+            kind: self._kv_metrics.Metric(labels={"model": "torch_llm", "kv_cache_block_type": kind})
+            for kind in ("max", "free", "used", "tokens_per")
         }
         self._stop_metrics = threading.Event()
         threading.Thread(target=self._publish_metrics, daemon=True).start()
@@ -95,6 +104,10 @@ class TritonPythonModel:
             self._gauges["max"].set(stats.max_batch_size)
             self._gauges["completed"].set(stats.completed)
             self._gauges["cancelled"].set(stats.cancelled)
+            self._kv_gauges["max"].set(stats.kv_blocks_max)
+            self._kv_gauges["free"].set(stats.kv_blocks_free)
+            self._kv_gauges["used"].set(stats.kv_blocks_used)
+            self._kv_gauges["tokens_per"].set(stats.kv_tokens_per_block)
 
     def execute(self, requests: list) -> None:
         for request in requests:

@@ -1,0 +1,361 @@
+"""The PyTorch engine: in-flight batching over a paged KV cache with a memory budget.
+
+One step thread owns the model. Each iteration it takes new and cancelled requests, asks the scheduler
+for the step's chunks (scheduler.py: token budget, free blocks, preemption), runs them (model_runner.py),
+samples one token for every sequence whose tokens are all computed, and hands the tokens to the delivery
+thread (delivery.py), which calls the requests' callbacks. Why not transformers' continuous-batching
+manager: see docs/engine.md (it cannot apply the model card's repetition penalty, per-request seeds or bad
+words, and its extension point differs between the transformers versions we run).
+
+Failures follow the contract of faults.py (issue 15): a request whose own work fails (its sampling, its
+callbacks) ends alone with RequestFailed; a failed model step ends the requests in it with RequestFailed
+and the engine goes on; an unrecoverable error, or `max_step_faults` failed steps of one kind (decode-only
+or with prefill) in a row, breaks the engine: it ends everyone with EngineStopped, reports
+`stats().healthy == False` and calls its `on_broken` hook once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import torch
+
+from wingpt.engine.block_manager import BlockManager
+from wingpt.engine.cuda_graphs import DecodeGraphs
+from wingpt.engine.delivery import CancellationPoller, Delivery
+from wingpt.engine.faults import EngineBroken, FaultInjection, OnBroken, RequestFailed, is_unrecoverable
+from wingpt.engine.model_runner import ModelRunner, kv_bytes_per_token
+from wingpt.engine.requests import FINISH_CANCELLED, EngineOverloaded, EngineStats, EngineStopped, GenerationRequest
+from wingpt.engine.scheduler import Scheduler
+from wingpt.engine.sequence import Sequence
+from wingpt.errors import InvalidRequest
+from wingpt.sampling import SamplingParams, finite_logits, penalise_repeats, sample_next
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BLOCK_SIZE = 32
+DEFAULT_GPU_MEM_FRACTION = 0.85
+
+
+def kv_cache_blocks(model: torch.nn.Module, block_size: int, *, cache_bytes: int = 0,
+                    free_gpu_mem_fraction: float = DEFAULT_GPU_MEM_FRACTION, fallback_tokens: int = 0) -> int:
+    """Blocks that fit the budget: `cache_bytes` if given; on a GPU, that fraction of the memory free now
+    (after the weights, like TensorRT-LLM's `kv_cache_free_gpu_mem_fraction`); else `fallback_tokens`."""
+    param = next(model.parameters())
+    per_block = kv_bytes_per_token(model.config, param.dtype) * block_size
+    if cache_bytes <= 0 and param.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(param.device)
+        cache_bytes = int(free * free_gpu_mem_fraction)
+    if cache_bytes <= 0:
+        return max(1, -(-fallback_tokens // block_size))
+    return max(1, cache_bytes // per_block)
+
+
+class PagedEngine:
+    """Serves many concurrent generations from one model; see the module docstring."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        max_batch_size: int,
+        max_queue_size: int,
+        max_seq_len: int,
+        max_num_tokens: int = 8192,
+        kv_block_size: int = DEFAULT_BLOCK_SIZE,
+        kv_cache_bytes: int = 0,
+        kv_cache_free_gpu_mem_fraction: float = DEFAULT_GPU_MEM_FRACTION,
+        max_step_faults: int = 3,
+        cuda_graphs: bool = False,
+        on_broken: OnBroken | None = None,
+        faults: FaultInjection | None = None,
+    ) -> None:
+        self.device = next(model.parameters()).device
+        self.vocab = model.config.vocab_size
+        self.max_batch_size = max_batch_size
+        self.max_queue_size = max_queue_size
+        self.max_seq_len = max_seq_len
+        self.max_step_faults = max_step_faults
+        self._on_broken = on_broken
+        self._faults = faults  # test builds only (faults.FaultInjection)
+        # Failed steps in a row, by kind: a succeeding prefill step is no sign that decode steps work again.
+        self._step_faults = {"decode": 0, "prefill": 0}
+        num_blocks = kv_cache_blocks(model, kv_block_size, cache_bytes=kv_cache_bytes,
+                                     free_gpu_mem_fraction=kv_cache_free_gpu_mem_fraction,
+                                     fallback_tokens=max_batch_size * max_seq_len)
+        self.blocks = BlockManager(num_blocks, kv_block_size)
+        self.scheduler = Scheduler(self.blocks, max_batch_size, max(max_num_tokens, 1))
+        self.runner = ModelRunner(model, num_blocks, kv_block_size)
+        # Decode steps as replayed CUDA graphs (cuda_graphs.py); on a CPU the same padded path runs eagerly.
+        self.graphs = (DecodeGraphs(self.runner, max_batch_size, max_seq_len, capture=self.device.type == "cuda")
+                       if cuda_graphs else None)
+        # Each live sequence's tokens (prompt and output) on the device, for the repetition penalty; past a
+        # row's length it repeats the row's first token, so any prefix of it is a valid history.
+        rows = max_batch_size + max_queue_size
+        self._history = torch.zeros(rows, max_seq_len + 1, dtype=torch.long, device=self.device)
+        self._free_rows = list(range(rows - 1, -1, -1))
+        self._lock = threading.Condition()
+        self._incoming: list[GenerationRequest] = []
+        self._cancel_ids: set[str] = set()
+        self._drop_ids: set[str] = set()  # requests already ended by the delivery thread (a callback raised)
+        self._live: dict[str, list[Sequence]] = {}  # by request id, every sequence not yet finished
+        self._waiting_count = 0
+        self._completed = 0
+        self._cancelled = 0
+        self._steps = 0
+        self._running = False
+        self._healthy = True
+        self._thread: threading.Thread | None = None
+        self._delivery: Delivery | None = None
+        self._poller: CancellationPoller | None = None
+
+    # ----------------------------------------------------------------- public API (any thread)
+    def start(self) -> None:
+        self._running = True
+        self._delivery = Delivery(on_failure=self._drop)
+        self._poller = CancellationPoller(self._live_requests, self.cancel)
+        self._thread = threading.Thread(target=self._loop, name="paged-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, request: GenerationRequest) -> None:
+        if not request.prompt_ids:
+            raise InvalidRequest("input_ids", "the prompt is empty")
+        total = len(request.prompt_ids) + request.max_new_tokens
+        if total > self.max_seq_len:
+            raise InvalidRequest(
+                "max_tokens",
+                f"prompt ({len(request.prompt_ids)} tokens) + max_tokens ({request.max_new_tokens}) "
+                f"exceeds the context window of {self.max_seq_len} tokens",
+            )
+        capacity = self.blocks.num_blocks * self.blocks.block_size
+        if total > capacity:
+            raise InvalidRequest("max_tokens", f"prompt + max_tokens ({total} tokens) exceeds the KV cache's "
+                                 f"{capacity} tokens (raise the KV cache budget)")
+        # Ids outside the vocabulary would index out of range: on a GPU a device-side assert, which no
+        # later CUDA call survives, so they are refused before they reach the model.
+        for name, ids in (("input_ids", request.prompt_ids),
+                          ("bad_words_list", [t for bad in request.bad_sequences for t in bad])):
+            if any(not 0 <= t < self.vocab for t in ids):
+                raise InvalidRequest(name, f"token ids must be in [0, {self.vocab})")
+        with self._lock:
+            if not self._running:
+                raise EngineStopped("the engine is not running")
+            # Free batch slots are taken at the next step: only requests beyond them are queued.
+            free_slots = max(0, self.max_batch_size - len(self.scheduler.running))
+            if self._waiting_count + len(self._incoming) >= self.max_queue_size + free_slots:
+                raise EngineOverloaded(
+                    f"server overloaded: {self._waiting_count + len(self._incoming)} requests already waiting "
+                    "(max_queue_size)")
+            self._incoming.append(request)
+            self._lock.notify()
+
+    def cancel(self, request_id: str) -> None:
+        with self._lock:
+            self._cancel_ids.add(request_id)
+            self._lock.notify()
+
+    def _drop(self, request_id: str) -> None:
+        with self._lock:
+            self._drop_ids.add(request_id)
+            self._lock.notify()
+
+    def stats(self) -> EngineStats:
+        with self._lock:
+            return EngineStats(
+                active=len(self.scheduler.running), waiting=self._waiting_count + len(self._incoming),
+                completed=self._completed, cancelled=self._cancelled, max_batch_size=self.max_batch_size,
+                kv_blocks_max=self.blocks.num_blocks, kv_blocks_free=self.blocks.num_free,
+                kv_blocks_used=self.blocks.num_used, kv_tokens_per_block=self.blocks.block_size,
+                kv_blocks_used_peak=self.blocks.peak_used, prefix_hit_tokens=self.blocks.prefix_hit_tokens,
+                preempted=self.scheduler.preempted, steps=self._steps, healthy=self._healthy,
+                graph_steps=self.graphs.replays if self.graphs is not None else 0)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop the loop; requests still running or waiting end with EngineStopped."""
+        with self._lock:
+            self._running = False
+            self._lock.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._poller is not None:
+            self._poller.close()
+        if self._delivery is not None:
+            self._delivery.close(timeout)
+
+    # ----------------------------------------------------------------- engine thread
+    def _live_requests(self) -> list[tuple[str, object]]:
+        with self._lock:
+            return [(rid, seqs[0].request.is_cancelled) for rid, seqs in self._live.items()]
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    while (self._running and not self._live and not self._incoming and not self._cancel_ids
+                           and not self._drop_ids):
+                        self._lock.wait()
+                    if not self._running:
+                        break
+                    incoming, self._incoming = self._incoming, []
+                    self._waiting_count += len(incoming)  # still counted against max_queue_size
+                    cancel_ids, self._cancel_ids = self._cancel_ids, set()
+                    drop_ids, self._drop_ids = self._drop_ids, set()
+                for request in incoming:
+                    self._add(request)
+                self._retire(cancel_ids, notify=True)
+                self._retire(drop_ids, notify=False)
+                self._step()
+        except Exception as exc:  # EngineBroken, or a bug in the loop itself: nothing can be served now
+            log.exception("engine broken: stopping")
+            self._healthy = False
+            self._fail_all(EngineStopped(f"the engine failed and its server is restarting ({exc})"))
+            if self._on_broken is not None:
+                self._on_broken(exc)
+            return
+        self._fail_all(EngineStopped("the engine is shutting down"))
+
+    def _add(self, request: GenerationRequest) -> None:
+        if not self._free_rows:  # cannot happen while submit counts the queue; refuse rather than crash
+            self._delivery.error(request, EngineOverloaded("server overloaded: no free sequence slot"))
+            return
+        seq = Sequence(request, list(request.prompt_ids), len(request.prompt_ids),
+                       generator=_generator(request.sampling, self.device))
+        seq.seen_row = self._free_rows.pop()
+        row = self._history[seq.seen_row]
+        row.fill_(seq.tokens[0])
+        row[:len(seq.tokens)] = torch.tensor(seq.tokens, device=self.device)
+        self.scheduler.add(seq)
+        with self._lock:
+            self._live.setdefault(request.request_id, []).append(seq)
+            self._waiting_count = len(self.scheduler.waiting)
+
+    def _finish(self, seq: Sequence) -> None:
+        self.scheduler.remove(seq)
+        self._free_rows.append(seq.seen_row)
+        with self._lock:
+            seqs = self._live.get(seq.request_id, [])
+            if seq in seqs:
+                seqs.remove(seq)
+            if not seqs:
+                self._live.pop(seq.request_id, None)
+            self._waiting_count = len(self.scheduler.waiting)
+
+    def _deliver_error(self, seq: Sequence, exc: Exception) -> None:
+        self._finish(seq)
+        self._delivery.error(seq.request, exc)
+
+    def _fail_request(self, seq: Sequence, exc: Exception) -> None:
+        """This request's fault: end it alone; if the error means the device is gone, the engine is broken."""
+        log.error("request %s failed: %s: %s", seq.request_id, type(exc).__name__, exc)
+        self._deliver_error(seq, RequestFailed(f"{type(exc).__name__}: {exc}"))
+        if is_unrecoverable(exc):
+            raise EngineBroken(f"unrecoverable error while serving a request: {exc}") from exc
+
+    def _retire(self, request_ids: set[str], notify: bool) -> None:
+        """End these requests: cancelled (told so) or already ended by the delivery thread (silently)."""
+        for request_id in request_ids:
+            with self._lock:
+                seqs = list(self._live.get(request_id, []))
+            for seq in seqs:
+                self._finish(seq)
+                if notify:
+                    self._cancelled += 1
+                    self._delivery.tokens(seq.request, [], FINISH_CANCELLED)
+
+    def _fail_all(self, exc: Exception) -> None:
+        with self._lock:
+            self._running = False
+            doomed = [seq for seqs in self._live.values() for seq in seqs]
+            incoming, self._incoming = self._incoming, []
+        for seq in doomed:
+            self._deliver_error(seq, exc)
+        for request in incoming:
+            self._delivery.error(request, exc)
+
+    @torch.inference_mode()
+    def _step(self) -> None:
+        """One model step over the scheduler's chunks, then sampling for the sequences it completes."""
+        chunks = self.scheduler.schedule()
+        with self._lock:
+            self._waiting_count = len(self.scheduler.waiting)
+        if not chunks:
+            return
+        kind = "decode" if all(c.length == 1 for c in chunks) else "prefill"
+        try:
+            if self._faults is not None:
+                self._faults.before_step([c.seq.request.sampling.seed for c in chunks])
+            inputs, order = self.runner.prepare(chunks)
+            if self.graphs is not None and self.graphs.fits(inputs):
+                logits = self.graphs.run(inputs)
+            else:
+                logits = self.runner.forward(inputs)
+        except Exception as exc:
+            self._step_fault(exc, [c.seq for c in chunks], kind)
+            return
+        self._step_faults[kind] = 0
+        self._steps += 1
+        self.scheduler.advance(chunks)
+        self._sample([c.seq for c in order if c.completes], logits)
+
+    def _step_fault(self, exc: Exception, seqs: list[Sequence], kind: str) -> None:
+        """A failed step no single request is to blame for (e.g. out of memory for activations): its
+        requests end, the engine goes on, unless the error is unrecoverable or keeps happening."""
+        if isinstance(exc, EngineBroken):
+            raise exc
+        self._step_faults[kind] += 1
+        in_a_row = self._step_faults[kind]
+        log.error("engine %s step failed (%d in a row): %s: %s; ending its %d request(s)",
+                  kind, in_a_row, type(exc).__name__, exc, len(seqs))
+        for seq in seqs:
+            self._deliver_error(seq, RequestFailed(f"the engine step failed: {type(exc).__name__}: {exc}"))
+        if is_unrecoverable(exc) or in_a_row >= self.max_step_faults:
+            raise EngineBroken(f"{in_a_row} {kind} step(s) in a row failed, the last with "
+                               f"{type(exc).__name__}: {exc}") from exc
+
+    def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
+        if not seqs:
+            return
+        logits = finite_logits(logits)
+        penalties = [s.request.sampling.repetition_penalty for s in seqs]
+        if any(p != 1.0 for p in penalties):
+            rows = torch.tensor([s.seen_row for s in seqs], device=self.device)
+            history = self._history.index_select(0, rows)[:, :max(len(s.tokens) for s in seqs)]
+            logits = penalise_repeats(logits, history, torch.tensor(penalties, device=self.device))
+        for j, seq in enumerate(seqs):
+            banned = seq.banned_tokens()
+            if banned:
+                logits[j, banned] = float("-inf")
+        tokens: list[int | None] = torch.argmax(logits, dim=-1).tolist()
+        for j, seq in enumerate(seqs):
+            try:
+                if self._faults is not None:
+                    self._faults.before_token(seq.request.sampling.seed)
+                if not seq.request.sampling.greedy:
+                    tokens[j] = sample_next(logits[j], seq.request.sampling, seq.generator)
+            except Exception as exc:  # this request's own fault: it ends alone
+                self._fail_request(seq, exc)
+                tokens[j] = None
+        kept = [(seq, token) for seq, token in zip(seqs, tokens, strict=True) if token is not None]
+        if not kept:
+            return
+        self._history[torch.tensor([s.seen_row for s, _ in kept], device=self.device),
+                      torch.tensor([len(s.tokens) for s, _ in kept], device=self.device)] = torch.tensor(
+            [t for _, t in kept], device=self.device)
+        delivered = []
+        for seq, token in kept:
+            seq.tokens.append(token)
+            reason = seq.finish_reason()
+            delivered.append((seq.request, [token], reason))
+            if reason is not None:
+                self._completed += 1
+                self._finish(seq)
+        self._delivery.step_tokens(delivered)
+
+
+def _generator(sampling: SamplingParams, device: torch.device) -> torch.Generator | None:
+    if sampling.greedy or sampling.seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(sampling.seed)
+
+
