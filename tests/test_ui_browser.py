@@ -8,7 +8,9 @@ Screenshots go to test-output/ui-*.png.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +23,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from test_client_errors import TcpForwarder, metric, wait_until
 
-from serving.launch import free_port
+from serving.launch import free_port, stub_pids
 from ui import text
 from wingpt.safety import DISCLAIMER
 from wingpt.sampling import SamplingParams
@@ -139,6 +141,18 @@ def wait_for_answer(page: Page, expected: str, timeout_s: float = 60) -> None:
         f"the page shows {last_answer(page)!r}, expected {expected!r}")
 
 
+@contextlib.contextmanager
+def engine_held(triton_server) -> Iterator[None]:
+    """The engine's process paused (SIGSTOP) while a button is clicked, so the answer is certainly still
+    being generated when it is stopped or cleared, however fast the machine; let go on leaving."""
+    (stub,) = stub_pids(triton_server.process.pid, "torch_llm")
+    os.kill(stub, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(stub, signal.SIGCONT)
+
+
 def record_bot_texts(page: Page) -> None:
     """Keep every text the latest answer bubble shows, as the browser renders it."""
     page.evaluate("""() => {
@@ -209,7 +223,9 @@ def test_the_stop_button_cancels_the_answer_on_the_server(page, client, triton_s
     before = cancellations()
     ask(page, question)
     assert wait_until(lambda: squash(last_answer(page)) not in ("", squash(text.GENERATING)), 60)
-    page.locator("#stop").click()
+    with engine_held(triton_server):
+        page.locator("#stop").click()
+        time.sleep(1)  # the cancel reaches the orchestrator (100 ms timer) while no token can be made
     assert wait_until(lambda: cancellations() > before, 30), "the server saw no cancellation"
     stopped = squash(last_answer(page))
     time.sleep(1)  # an answer still streaming would have grown by now
@@ -255,12 +271,13 @@ def test_when_triton_is_down_the_page_says_so_and_recovers_when_it_returns(page,
     wait_for_answer(page, expected)
 
 
-def test_the_clear_button_starts_a_new_conversation(page, client):
+def test_the_clear_button_starts_a_new_conversation(page, client, triton_server):
     question = text.EXAMPLES[4]
     ask(page, question)
     expect(page.locator(BOT)).to_have_count(1)
-    page.locator("#clear").click()
-    expect(page.locator(USER)).to_have_count(0)
+    with engine_held(triton_server):  # cleared during the answer, not after it
+        page.locator("#clear").click()
+        expect(page.locator(USER)).to_have_count(0)
     # Asked again after clearing, the question is answered as a first question: no history was kept.
     ask(page, question)
     wait_for_answer(page, client.chat(question, **card_defaults()))
