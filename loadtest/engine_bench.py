@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 import transformers
 
+from loadtest.gpu_capacity import measure_copy_bandwidth
 from wingpt.engine.checkpoint import load_model, qwen_v1_config, write_random_weights_checkpoint
 from wingpt.engine.embedded import ensure_embedded_model
 from wingpt.engine.model_runner import kv_bytes_per_token
@@ -255,24 +256,6 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def measure_bandwidth() -> float:
-    n = 2 * 2**30
-    src = torch.empty(n, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    for _ in range(3):
-        dst.copy_(src)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(20):
-        dst.copy_(src)
-    end.record()
-    torch.cuda.synchronize()
-    seconds = start.elapsed_time(end) / 1000 / 20
-    del src, dst
-    torch.cuda.empty_cache()
-    return 2 * n / seconds
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtest.engine_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -293,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model = load(args.shape, args.device, out)
     device = next(model.parameters()).device
-    bandwidth = measure_bandwidth() if device.type == "cuda" else None
+    bandwidth = measure_copy_bandwidth() if device.type == "cuda" else None
     streams = [int(s) for s in args.streams.split(",")]
     systems = args.systems.split(",")
     penalties = [1.0, 1.1] if args.penalty == "both" else [float(args.penalty)]
