@@ -66,6 +66,7 @@ def parameters_for(settings: ServerSettings, model_dir: str, embedded: bool) -> 
         "kv_cache_free_gpu_mem_fraction": str(settings.kv_cache_free_gpu_mem_fraction),
         "kv_cache_bytes": str(settings.kv_cache_bytes),
         "kv_block_size": str(settings.kv_block_size),
+        "prefix_reuse": str(settings.enable_kv_cache_reuse),
         "max_num_tokens": str(settings.max_num_tokens),
         "instance_kind": "KIND_CPU" if settings.device == "cpu" else "KIND_GPU",
         "embedded_default": "true" if embedded else "false",

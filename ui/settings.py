@@ -67,7 +67,15 @@ class UiSettings:
         """Flags win over the environment; a bad value raises ValueError naming it (argparse exits on bad flags)."""
         env = os.environ if environ is None else environ
         args = _parser().parse_args(argv)
-        client = ClientConfig.from_flags(args, env, model=args.model)
+        token = None
+        if args.token_file:
+            with open(args.token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        client = ClientConfig.from_env(
+            env, url=args.triton_url, model=args.model, timeout_s=args.timeout, ssl=args.ssl,
+            root_certificates=args.root_certificates, private_key=args.private_key,
+            certificate_chain=args.certificate_chain, token_key=args.token_key, token=token,
+        )
         values: dict[str, object] = {"client": client}
         for f in _own_fields():
             raw = getattr(args, f.name)

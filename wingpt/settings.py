@@ -69,6 +69,9 @@ class ServerSettings:
         "help": "KV cache budget in bytes (CPU; on a GPU overrides the fraction); 0 = batch x context window"})
     kv_block_size: int = field(default=32, metadata={"env": "WINGPT_KV_BLOCK_SIZE",
                                                      "help": "tokens per KV cache block (the unit of prefix reuse)"})
+    enable_kv_cache_reuse: int = field(default=1, metadata={
+        "env": "WINGPT_ENABLE_KV_CACHE_REUSE",
+        "help": "1: a new request reuses the cached KV blocks of an identical prefix (TensorRT-LLM's knob name)"})
     max_num_tokens: int = field(default=8192, metadata={
         "env": "WINGPT_MAX_NUM_TOKENS", "help": "tokens per engine step; longer prefills are chunked"})
     dtype: str = field(default="", metadata={"env": "WINGPT_DTYPE",
@@ -118,6 +121,8 @@ class ServerSettings:
         if not 0.0 < self.kv_cache_free_gpu_mem_fraction < 1.0:
             raise ValueError("WINGPT_KV_CACHE_FREE_GPU_MEM_FRACTION must be between 0 and 1, "
                              f"got {self.kv_cache_free_gpu_mem_fraction}")
+        if self.enable_kv_cache_reuse not in (0, 1):
+            raise ValueError(f"WINGPT_ENABLE_KV_CACHE_REUSE must be 0 or 1, got {self.enable_kv_cache_reuse}")
         if self.kv_cache_bytes < 0 or self.kv_block_size < 1 or self.max_num_tokens < 1:
             raise ValueError("WINGPT_KV_CACHE_BYTES must be >= 0, WINGPT_KV_BLOCK_SIZE and WINGPT_MAX_NUM_TOKENS >= 1")
         if self.dtype not in ("", "float32", "bfloat16", "float16"):

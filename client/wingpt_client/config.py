@@ -7,7 +7,6 @@ settings from `WINGPT_*` environment variables.
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -107,21 +106,6 @@ class ClientConfig:
                 values[name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
-
-    @classmethod
-    def from_flags(cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None, model: str | None = None
-                   ) -> ClientConfig:
-        """The connection flags that the UI and the OpenAI endpoint share (`--triton-url`, `--timeout`, TLS,
-        `--token-key`, `--token-file`), over the `WINGPT_*` variables."""
-        token = None
-        if getattr(args, "token_file", None):
-            with open(args.token_file, encoding="utf-8") as f:
-                token = f.read().strip()
-        return cls.from_env(
-            environ, url=args.triton_url, model=model, timeout_s=args.timeout, ssl=args.ssl,
-            root_certificates=args.root_certificates, private_key=args.private_key,
-            certificate_chain=args.certificate_chain, token_key=args.token_key, token=token,
-        )
 
     @property
     def target(self) -> str:

@@ -25,11 +25,12 @@ def block_hash(previous: bytes, tokens: list[int]) -> bytes:
 
 
 class BlockManager:
-    def __init__(self, num_blocks: int, block_size: int) -> None:
+    def __init__(self, num_blocks: int, block_size: int, prefix_reuse: bool = True) -> None:
         if num_blocks < 1 or block_size < 1:
             raise ValueError(f"need at least one KV block of at least one token, got {num_blocks} x {block_size}")
         self.num_blocks = num_blocks
         self.block_size = block_size
+        self.prefix_reuse = prefix_reuse
         self._refs = [0] * num_blocks
         self._name: list[bytes | None] = [None] * num_blocks
         self._by_name: dict[bytes, int] = {}
@@ -57,7 +58,7 @@ class BlockManager:
         token is left to compute, since the next token's logits come from running the last one."""
         assert not seq.block_table and seq.computed == 0
         name = b""
-        for i in range((len(seq.tokens) - 1) // self.block_size):
+        for i in range((len(seq.tokens) - 1) // self.block_size if self.prefix_reuse else 0):
             name = block_hash(name, seq.tokens[i * self.block_size:(i + 1) * self.block_size])
             block = self._by_name.get(name)
             if block is None:

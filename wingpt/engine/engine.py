@@ -64,6 +64,7 @@ class PagedEngine:
         max_seq_len: int,
         max_num_tokens: int = 8192,
         kv_block_size: int = DEFAULT_BLOCK_SIZE,
+        prefix_reuse: bool = True,
         kv_cache_bytes: int = 0,
         kv_cache_free_gpu_mem_fraction: float = DEFAULT_GPU_MEM_FRACTION,
         max_step_faults: int = 3,
@@ -84,7 +85,7 @@ class PagedEngine:
         num_blocks = kv_cache_blocks(model, kv_block_size, cache_bytes=kv_cache_bytes,
                                      free_gpu_mem_fraction=kv_cache_free_gpu_mem_fraction,
                                      fallback_tokens=max_batch_size * max_seq_len)
-        self.blocks = BlockManager(num_blocks, kv_block_size)
+        self.blocks = BlockManager(num_blocks, kv_block_size, prefix_reuse)
         self.scheduler = Scheduler(self.blocks, max_batch_size, max(max_num_tokens, 1))
         self.runner = ModelRunner(model, num_blocks, kv_block_size)
         # Decode steps as replayed CUDA graphs (cuda_graphs.py); on a CPU the same padded path runs eagerly.

@@ -149,8 +149,9 @@ class TritonPythonModel:
         for request in requests:
             sender = _Sender(request.get_response_sender())
             if not self.intake.try_enter():
-                sender.send(error_response(UNAVAILABLE, f"{OVERLOADED}: {self.intake.capacity} requests "
-                                                        "in the orchestrator"), flags=FINAL)
+                message = (f"{OVERLOADED}: {self.intake.capacity} requests in the orchestrator "
+                           "(max_batch_size + max_queue_size + room to triage)")
+                sender.send(error_response(UNAVAILABLE, message), flags=FINAL)
                 continue
             self.pool.submit(self._serve, request, sender)
         return None

@@ -59,6 +59,7 @@ class TritonPythonModel:
             max_seq_len=int(params["context_window"]),
             max_num_tokens=int(params["max_num_tokens"]),
             kv_block_size=int(params["kv_block_size"]),
+            prefix_reuse=params["prefix_reuse"] == "1",
             kv_cache_bytes=int(params["kv_cache_bytes"]),
             kv_cache_free_gpu_mem_fraction=float(params["kv_cache_free_gpu_mem_fraction"]),
             cuda_graphs=device == "cuda" and params["cuda_graph"] == "1",
