@@ -56,6 +56,7 @@ from wingpt.orchestrator.engine_request import (
     new_engine_id,
     stop_inputs,
 )
+from wingpt.response_sender import FINAL, STUB, SafeSender, log_info
 from wingpt.safety import RulesWatcher
 from wingpt.tokenizer import load_tokenizer
 from wingpt.triton_io import (
@@ -70,32 +71,7 @@ from wingpt.triton_io import (
     tensor,
 )
 
-FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 log = logging.getLogger("ensemble")
-# Responses are sent, cancellation asked, metrics and log lines written one call at a time: with many request
-# threads making them at once, Triton 2.51's Python stub corrupted its heap ("malloc(): unaligned fastbin
-# chunk detected" within a minute of 64 streams against batch 2 + queue 4, `python -m serving.soak`;
-# none in 200 s with this lock). Each call is short. BLS exec() is not serialised: it blocks until the
-# engine's first response.
-STUB = threading.Lock()
-
-
-class _Sender:
-    """A request's response sender whose calls take the STUB lock."""
-
-    def __init__(self, sender: Any) -> None:
-        self._sender = sender
-
-    def send(self, response: Any = None, flags: int = 0) -> None:
-        with STUB:
-            if response is None:
-                self._sender.send(flags=flags)
-            else:
-                self._sender.send(response, flags=flags)
-
-    def is_cancelled(self) -> bool:
-        with STUB:
-            return self._sender.is_cancelled()
 
 
 class _Inputs:
@@ -147,7 +123,7 @@ class TritonPythonModel:
         """Hand each request to a thread of its own and return at once (decoupled: responses go
         through each request's response sender)."""
         for request in requests:
-            sender = _Sender(request.get_response_sender())
+            sender = SafeSender(request.get_response_sender())
             if not self.intake.try_enter():
                 message = (f"{OVERLOADED}: {self.intake.capacity} requests in the orchestrator "
                            "(max_batch_size + max_queue_size + room to triage)")
@@ -181,8 +157,7 @@ class TritonPythonModel:
             line = (
                 f"request {request.request_id() or '-'}: engine_id={engine_id} {fields} "
                 f"total_ms={(time.monotonic() - start) * 1000:.0f}")
-            with STUB:
-                pb_utils.Logger.log_info(line)
+            log_info(line)
 
     def _answer(self, request: Any, sender: Any, engine_id: str) -> dict[str, Any]:
         chat = read_chat_request(_Inputs(request), self.tok, self.limits)

@@ -26,8 +26,15 @@ import triton_python_backend_utils as pb_utils
 from wingpt.engine.checkpoint import load_model
 from wingpt.engine.engine import PagedEngine
 from wingpt.engine.faults import FaultInjection
-from wingpt.engine.requests import FINISH_CANCELLED, EngineOverloaded, EngineStopped, GenerationRequest
+from wingpt.engine.requests import (
+    FINISH_CANCELLED,
+    EngineOverloaded,
+    EngineStats,
+    EngineStopped,
+    GenerationRequest,
+)
 from wingpt.errors import InvalidRequest
+from wingpt.response_sender import FINAL, STUB, SafeSender, log_error, log_info
 from wingpt.sampling import resolve_sampling
 from wingpt.triton_io import (
     INTERNAL,
@@ -41,7 +48,6 @@ from wingpt.triton_io import (
 )
 from wingpt.word_lists import decode_word_list
 
-FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 log = logging.getLogger("torch_llm")
 
 
@@ -93,26 +99,30 @@ class TritonPythonModel:
         readiness. Triton 2.51 keeps /v2/health/ready at 200 with a dead or idle engine stub
         (measured), but on SIGTERM it closes its HTTP and gRPC ports at once and exits after
         unloading; the supervisor restarts it, and in Kubernetes the container exits and is restarted."""
-        pb_utils.Logger.log_error(f"torch_llm: the engine is broken ({type(exc).__name__}: {exc}); "
-                                  "stopping tritonserver so that it is restarted")
+        log_error(f"torch_llm: the engine is broken ({type(exc).__name__}: {exc}); "
+                  "stopping tritonserver so that it is restarted")
         os.kill(os.getppid(), signal.SIGTERM)  # the stub's parent is its tritonserver
 
     def _publish_metrics(self) -> None:
         while not self._stop_metrics.wait(0.2):
             stats = self.engine.stats()
-            self._gauges["active"].set(stats.active)
-            self._gauges["waiting"].set(stats.waiting)
-            self._gauges["max"].set(stats.max_batch_size)
-            self._gauges["completed"].set(stats.completed)
-            self._gauges["cancelled"].set(stats.cancelled)
-            self._kv_gauges["max"].set(stats.kv_blocks_max)
-            self._kv_gauges["free"].set(stats.kv_blocks_free)
-            self._kv_gauges["used"].set(stats.kv_blocks_used)
-            self._kv_gauges["tokens_per"].set(stats.kv_tokens_per_block)
+            with STUB:  # metric updates are stub calls (wingpt/response_sender.py)
+                self._publish(stats)
+
+    def _publish(self, stats: EngineStats) -> None:
+        self._gauges["active"].set(stats.active)
+        self._gauges["waiting"].set(stats.waiting)
+        self._gauges["max"].set(stats.max_batch_size)
+        self._gauges["completed"].set(stats.completed)
+        self._gauges["cancelled"].set(stats.cancelled)
+        self._kv_gauges["max"].set(stats.kv_blocks_max)
+        self._kv_gauges["free"].set(stats.kv_blocks_free)
+        self._kv_gauges["used"].set(stats.kv_blocks_used)
+        self._kv_gauges["tokens_per"].set(stats.kv_tokens_per_block)
 
     def execute(self, requests: list) -> None:
         for request in requests:
-            sender = request.get_response_sender()
+            sender = SafeSender(request.get_response_sender())
             try:
                 if optional_scalar(request, "stop"):
                     self._stop(request.request_id())
@@ -200,7 +210,7 @@ class _ResponseStream:
 
     def _log_end(self, finish: str) -> None:
         first = "-" if self.first_token_s is None else f"{self.first_token_s * 1000:.0f}"
-        pb_utils.Logger.log_info(
+        log_info(
             f"request {self.request_id}: prompt_tokens={self.prompt_tokens} output_tokens={self.output_tokens} "
             f"finish={finish} first_token_ms={first} total_ms={(time.monotonic() - self.start) * 1000:.0f}")
 
