@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from loadtest.gpu_capacity import measure_copy_bandwidth
+from loadtest.bandwidth import measure_copy_bandwidth
 from wingpt.engine.checkpoint import load_model, qwen_v1_config, write_random_weights_checkpoint
 from wingpt.engine.embedded import ensure_embedded_model
 from wingpt.engine.model_runner import kv_bytes_per_token

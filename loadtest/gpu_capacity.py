@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 import transformers
 
+from loadtest.bandwidth import measure_copy_bandwidth
 from loadtest.capacity import Search
 from loadtest.metrics import Slo, summarize_levels
 from loadtest.sweep import SweepConfig, format_table, summary_document, sweep
@@ -56,25 +57,6 @@ SHAPE_7B = qwen_v1_config(hidden=4096, layers=32, heads=32, ffn_half=11008, voca
 OUTPUT_TOKENS = 256
 SHORT_PROMPT_TOKENS = 128
 LONG_PROMPT_TOKENS = 2000
-
-
-def measure_copy_bandwidth(gib: float = 2.0, repeats: int = 20) -> float:
-    """Device-to-device copy bandwidth in bytes/s, counting bytes read and written."""
-    n = int(gib * 2**30)
-    src = torch.empty(n, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    for _ in range(3):
-        dst.copy_(src)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(repeats):
-        dst.copy_(src)
-    end.record()
-    torch.cuda.synchronize()
-    seconds = start.elapsed_time(end) / 1000 / repeats
-    del src, dst
-    torch.cuda.empty_cache()
-    return 2 * n / seconds
 
 
 class GpuMemory:

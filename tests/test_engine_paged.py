@@ -152,7 +152,7 @@ def test_requests_joining_and_leaving_under_a_tiny_block_budget_each_get_their_s
     assert [a.tokens for a in answers] == expected
     assert stats.preempted > 0, "the budget was tight enough to force preemption"
     assert 0 < peak[0] <= stats.kv_blocks_used_peak <= stats.kv_blocks_max == 12
-    assert e.runner.k_cache.shape[1] == 12 * BLOCK + 1, "the cache holds the budget's blocks and a scratch slot"
+    assert e.runner.k_cache.shape[1] == (12 + 1) * BLOCK, "the cache holds the budget's blocks and a scratch block"
     assert stats.kv_blocks_used == 0 and stats.kv_blocks_free == 12, "every block came back"
 
 

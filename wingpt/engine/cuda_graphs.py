@@ -5,7 +5,7 @@ them as fast as the GPU runs them (docs/benchmarks/h100.md: 29.5 ms per single-s
 8.8 ms replayed). A step whose chunks are all single-token decodes is padded to the next batch bucket and
 its context to the next multiple of `context_step` (past 1,024 tokens a power of two), its inputs are
 copied into static buffers, and the bucket's captured graph is replayed. Padding rows write their K/V into
-a scratch slot and attend only to it.
+the scratch block and attend only to its first slot.
 
 `capture=False` runs the same padded static-shape step eagerly: CPU tests check it token for token
 against the unpadded path.
@@ -47,7 +47,7 @@ class DecodeGraphs:
         self.slots = torch.zeros(b, dtype=torch.long, device=dev)
         self.rows = torch.arange(b, device=dev)
         self.max_context = width
-        # Per bucket: its own contiguous context buffers (attention kernels want them dense), graph, logits.
+        # Per bucket: its own block-table buffers, graph and logits.
         self._buckets: dict[tuple[int, int], _Bucket] = {}
         self._pool = torch.cuda.graph_pool_handle() if capture else None
         self.replays = 0
@@ -61,38 +61,37 @@ class DecodeGraphs:
 
     def fits(self, step: StepInputs) -> bool:
         return (not step.prefills and step.decode_rows <= self.buckets[-1]
-                and step.decode_keys.shape[1] <= self.max_context)
+                and step.decode_tables.shape[1] * self.runner.block_size <= self.max_context)
 
     def _bucket(self, b: int, k: int) -> _Bucket:
         bucket = self._buckets.get((b, k))
         if bucket is None:
             dev = self.runner.device
-            keys = torch.zeros(b, k, dtype=torch.long, device=dev)
-            mask = torch.zeros(b, 1, 1, k, dtype=torch.bool, device=dev)
-            bucket = _Bucket(StepInputs(self.tokens[:b], self.positions[:b], self.slots[:b], b, keys, mask, [],
-                                        self.rows[:b]))
+            tables = torch.zeros(b, -(-k // self.runner.block_size), dtype=torch.long, device=dev)
+            lengths = torch.ones(b, dtype=torch.long, device=dev)
+            bucket = _Bucket(StepInputs(self.tokens[:b], self.positions[:b], self.slots[:b], b, tables, lengths,
+                                        [], self.rows[:b]))
             self._buckets[(b, k)] = bucket
         return bucket
 
     @torch.inference_mode()
     def run(self, step: StepInputs) -> torch.Tensor:
-        n, width = step.decode_rows, step.decode_keys.shape[1]
+        n, width = step.decode_rows, step.decode_tables.shape[1]
         b = next(s for s in self.buckets if s >= n)
-        k = self.context_bucket(width)
+        k = self.context_bucket(width * self.runner.block_size)
         scratch = self.runner.scratch_slot
         bucket = self._bucket(b, k)
-        keys, mask = bucket.inputs.decode_keys, bucket.inputs.decode_mask
+        tables, lengths = bucket.inputs.decode_tables, bucket.inputs.decode_lengths
         self.tokens[:b].zero_()
         self.tokens[:n].copy_(step.tokens)
         self.positions[:b].zero_()
         self.positions[:n].copy_(step.positions)
         self.slots[:b].fill_(scratch)
         self.slots[:n].copy_(step.slots)
-        keys.fill_(scratch)
-        keys[:n, :width].copy_(step.decode_keys)
-        mask.zero_()
-        mask[:, :, :, 0] = True
-        mask[:n, :, :, :width].copy_(step.decode_mask)
+        tables.fill_(self.runner.scratch_block)
+        tables[:n, :width].copy_(step.decode_tables)
+        lengths.fill_(1)
+        lengths[:n].copy_(step.decode_lengths)
         self.replays += 1
         if not self.capture:
             return self.runner.forward(bucket.inputs)[:n]

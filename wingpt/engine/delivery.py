@@ -9,15 +9,15 @@ import threading
 from collections.abc import Callable
 
 from wingpt.engine.faults import RequestFailed
-from wingpt.engine.requests import GenerationRequest
+from wingpt.engine.requests import FINISH_CANCELLED, GenerationRequest
 
 log = logging.getLogger(__name__)
 
 
 class Delivery:
-    """Runs requests' callbacks in order on one thread. A callback that raises is its request's fault
-    (faults.py): that request ends alone with RequestFailed, later deliveries for it are dropped, and
-    `on_failure(request_id)` lets the engine drop its sequence."""
+    """Runs requests' callbacks in order on one thread, merging what queued up while it was busy (coalesce).
+    A callback that raises is its request's fault (faults.py): that request ends alone with RequestFailed,
+    later deliveries for it are dropped, and `on_failure(request_id)` lets the engine drop its sequence."""
 
     def __init__(self, on_failure: Callable[[str], None]) -> None:
         # Items are lists of (request, args): one step's tokens travel together, one wake-up per step.
@@ -45,8 +45,22 @@ class Delivery:
 
     def _run(self) -> None:
         while (items := self._queue.get()) is not None:
-            for request, args in items:
+            # Whatever else is queued already goes too: a thread that fell behind the steps (each send is a
+            # round trip to the server) catches up with one callback per request instead of one per step.
+            stop = False
+            while True:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                items += more
+            for request, args in coalesce(items):
                 self._deliver(request, args)
+            if stop:
+                return
 
     def _deliver(self, request: GenerationRequest, args: tuple) -> None:
         if id(request) in self._failed:
@@ -66,6 +80,26 @@ class Delivery:
                     request.on_error(RequestFailed(f"{type(exc).__name__}: {exc}"))
                 except Exception:
                     log.exception("the error callback of request %s raised too", request.request_id)
+
+
+def coalesce(items: list[tuple[GenerationRequest, tuple]]) -> list[tuple[GenerationRequest, tuple]]:
+    """One request's successive token deliveries merged into one (its tokens in order, the last finish
+    reason); errors and cancellations stay deliveries of their own, in their place."""
+    out: list[tuple[GenerationRequest, tuple]] = []
+    open_at: dict[int, int] = {}  # id(request) -> index in `out` of its delivery that later tokens join
+    for request, args in items:
+        key = id(request)
+        mergeable = len(args) == 2 and args[1] != FINISH_CANCELLED
+        if mergeable and key in open_at:
+            index = open_at[key]
+            tokens, _ = out[index][1]
+            out[index] = (request, (tokens + args[0], args[1]))
+        else:
+            out.append((request, args))
+            open_at[key] = len(out) - 1
+        if not mergeable or args[1] is not None:
+            open_at.pop(key, None)  # ended: nothing joins it
+    return out
 
 
 class CancellationPoller:
