@@ -69,9 +69,10 @@ class TriageAssessor:
         fired: list[Category] = []
         evidence: dict[str, list[str]] = {}
         found = latest.keys() | earlier.keys()
+        positions: dict[str, list[int]] = {}
         for category, alternatives in self._alternatives:
             for terms, needed in alternatives:
-                if needed <= found and not needed.isdisjoint(latest) and self._close(terms, latest):
+                if needed <= found and not needed.isdisjoint(latest) and self._close(terms, latest, positions):
                     fired.append(category)
                     evidence[category.id] = list(
                         dict.fromkeys(map(_SNIPPET, chain.from_iterable(latest.get(t) or earlier[t] for t in terms)))
@@ -79,12 +80,19 @@ class TriageAssessor:
                     break
         return _result(fired, evidence)
 
-    def _close(self, terms: tuple[str, ...], latest: dict[str, list[tuple[str, int]]]) -> bool:
+    def _close(
+        self, terms: tuple[str, ...], latest: dict[str, list[tuple[str, int]]], positions: dict[str, list[int]]
+    ) -> bool:
         """Whether the combination's terms found in the latest message stand near each other."""
         window = self.rules.combine_within
-        here = [list(map(_POSITION, latest[t])) for t in terms if t in latest]
-        if not window or len(here) < 2:
+        named = [t for t in terms if t in latest]
+        if not window or len(named) < 2:
             return True
+        here = []
+        for term in named:  # the positions of a term, worked out once per request
+            if (starts := positions.get(term)) is None:
+                starts = positions[term] = list(map(_POSITION, latest[term]))
+            here.append(starts)
         first, *others = here  # each in increasing order: the scanner reports mentions by start
         for anchor in first:
             for positions in others:  # is one of them within the window of the anchor?
