@@ -42,6 +42,16 @@ def test_recall_and_false_alarms_meet_the_thresholds(report, split: str) -> None
     assert figures["false_alarm_rate"] <= MAX_FALSE_ALARM, misses
 
 
+def test_probe2_recall_and_its_two_known_false_alarms(report) -> None:
+    """probe2 (issue 17's second probe): every emergency caught; its false alarms are exactly the
+    two left on the safe side (a bystander during a drowning or a poisoning types the same words),
+    so any new one shows here. The overall false-alarm threshold above includes them."""
+    figures = report.summary()["probe2"]
+    misses = sorted(" | ".join(c.turns) for c, _ in report.misses if c.split == "probe2")
+    assert figures["recall"] >= MIN_RECALL, misses
+    assert misses == ["溺水了应该怎么急救", "百草枯中毒能救过来吗"]
+
+
 def test_the_command_prints_a_report_then_one_json_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

@@ -69,6 +69,13 @@ class TestValidation:
         error = load_error(tmp_path, data)
         assert error.field == "patterns[0]" and "matches empty text" in error.problem
 
+    def test_pattern_matching_only_empty_text_somewhere(self, tmp_path: Path) -> None:
+        # (?=胸痛) finds nothing in "" but matches empty text before every 胸痛: a mention of nothing
+        data = shipped()
+        data["terms"]["fever"][0] = "(?=发烧)"
+        error = load_error(tmp_path, data)
+        assert error.field == "patterns[0]" and "can match empty text" in error.problem
+
     def test_unknown_level(self, tmp_path: Path) -> None:
         data = shipped()
         data["categories"][0]["level"] = "critical"

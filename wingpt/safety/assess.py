@@ -7,12 +7,17 @@ be cheap (well under a millisecond) and must not depend on the model: it is plai
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 
 from wingpt.chat_template import Message
 from wingpt.safety.rules import LEVELS, Category, Rules
 from wingpt.safety.scan import Scanner
+
+_SNIPPET, _POSITION = itemgetter(0), itemgetter(1)
 
 
 @dataclass(frozen=True)
@@ -64,24 +69,39 @@ class TriageAssessor:
         fired: list[Category] = []
         evidence: dict[str, list[str]] = {}
         found = latest.keys() | earlier.keys()
+        positions: dict[str, list[int]] = {}
         for category, alternatives in self._alternatives:
             for terms, needed in alternatives:
-                if needed <= found and not needed.isdisjoint(latest) and self._close(terms, latest):
+                if needed <= found and not needed.isdisjoint(latest) and self._close(terms, latest, positions):
                     fired.append(category)
                     evidence[category.id] = list(
-                        dict.fromkeys(s for t in terms for s, _ in latest.get(t) or earlier[t])
+                        dict.fromkeys(map(_SNIPPET, chain.from_iterable(latest.get(t) or earlier[t] for t in terms)))
                     )
                     break
         return _result(fired, evidence)
 
-    def _close(self, terms: tuple[str, ...], latest: dict[str, list[tuple[str, int]]]) -> bool:
+    def _close(
+        self, terms: tuple[str, ...], latest: dict[str, list[tuple[str, int]]], positions: dict[str, list[int]]
+    ) -> bool:
         """Whether the combination's terms found in the latest message stand near each other."""
         window = self.rules.combine_within
-        here = [[start for _, start in latest[t]] for t in terms if t in latest]
-        if not window or len(here) < 2:
+        named = [t for t in terms if t in latest]
+        if not window or len(named) < 2:
             return True
-        first, *others = here
-        return any(all(any(abs(p - anchor) <= window for p in positions) for positions in others) for anchor in first)
+        here = []
+        for term in named:  # the positions of a term, worked out once per request
+            if (starts := positions.get(term)) is None:
+                starts = positions[term] = list(map(_POSITION, latest[term]))
+            here.append(starts)
+        first, *others = here  # each in increasing order: the scanner reports mentions by start
+        for anchor in first:
+            for positions in others:  # is one of them within the window of the anchor?
+                i = bisect_left(positions, anchor - window)
+                if i == len(positions) or positions[i] > anchor + window:
+                    break
+            else:
+                return True
+        return False
 
 
 def _result(fired: list[Category], evidence: dict[str, list[str]]) -> TriageResult:

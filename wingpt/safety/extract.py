@@ -183,7 +183,12 @@ def systolic_pressures(text: str) -> list[tuple[float, int, int]]:
     if "压" not in text and "mmhg" not in text and "毫米汞柱" not in text:
         return []
     found = []
-    for pattern in (_BP_AFTER_WORD, _BP_READING):
+    # Each pattern needs its word or its slash: a long message without them is not searched.
+    if "血压" in text or "高压" in text or "收缩压" in text:
+        patterns: tuple[re.Pattern[str], ...] = (_BP_AFTER_WORD, _BP_READING) if "/" in text else (_BP_AFTER_WORD,)
+    else:
+        patterns = (_BP_READING,) if "/" in text else ()
+    for pattern in patterns:
         for m in pattern.finditer(text):
             systolic = float(m.group(1))
             diastolic = float(m.group(2)) if m.group(2) else None

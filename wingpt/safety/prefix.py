@@ -12,15 +12,19 @@ tests check against the plain search.
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Sequence
+from collections.abc import Container, Hashable, Sequence
+from itertools import accumulate, compress, count
+from operator import add, itemgetter
 from re import _constants as sre  # type: ignore[attr-defined]  # the parser re itself uses
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 
 _WIDTH = 2
-_MAX_PREFIXES = 4000  # past this, index by the first character only
+_INDEX_WIDTH = 3  # the index looks up the first three characters where a match may start
+_MAX_PREFIXES = 4000  # past this, a shorter width
 _NEVER = "(?!)"
-_MAX_CACHED = 50_000  # character pairs remembered (a few MB at most)
+_MAX_CACHED = 50_000  # lookups remembered (a few MB at most)
 _Starts = frozenset[tuple[str, bool]]  # (prefix, exact): exact when the item matches exactly that text
+_START = itemgetter(1)
 _UNKNOWN: _Starts = frozenset({("", False)})
 _EMPTY: _Starts = frozenset({("", True)})
 
@@ -43,10 +47,11 @@ def prefixes(pattern: str, width: int = _WIDTH) -> frozenset[str] | None:
     except _Unindexable:
         return None
     if len(found) > _MAX_PREFIXES and width > 1:
-        return prefixes(pattern, 1)
+        return prefixes(pattern, width - 1)
     if "" in found:
         return None
-    return frozenset(p for p in found if len(p) == 1 or p[0] not in found)  # 头 already covers 头痛
+    # 头 already covers 头痛 and 头痛得
+    return frozenset(p for p in found if not any(p[:k] in found for k in range(1, len(p))))
 
 
 def _sequence(items: Sequence[tuple], width: int) -> _Starts:
@@ -108,26 +113,43 @@ def _item(op, av, width: int) -> _Starts:
 
 class PrefixIndex:
     """Many (key, compiled pattern) pairs searched together; `find(text)` gives (key, start, end)
-    for every match each pattern's own `finditer` would give, ordered by start."""
+    for every match each pattern's own `finditer` would give, ordered by start.
 
-    def __init__(self, patterns: Sequence[tuple[Hashable, re.Pattern[str]]]) -> None:
-        self._one: dict[str, list[int]] = {}
-        self._two: dict[str, list[int]] = {}
+    Where the trigger finds a place some pattern may start, the patterns to try there are looked
+    up by the next three characters (then two, then one): three characters rule out most patterns
+    that two would leave to try, and each try is a regex call. The lookup tables are built from
+    the rules alone, once; the groups looked up are also kept by their three characters, which
+    are a function of the rules and those characters only (never of a message's result)."""
+
+    def __init__(self, patterns: Sequence[tuple[Hashable, re.Pattern[str]]], apart: type | None = None) -> None:
         self._patterns = [regex for _, regex in patterns]
         self._match = [regex.match for regex in self._patterns]
         self._keys = [key for key, _ in patterns]
         self._unindexed: list[int] = []
+        by_prefix: list[dict[str, set[int]]] = [{}, {}, {}]  # prefixes of 1, 2 and 3 characters
         for i, (_, regex) in enumerate(patterns):
             if regex.pattern == _NEVER:
                 continue  # an empty word list: nothing to find
-            found = prefixes(regex.pattern)
+            found = prefixes(regex.pattern, _INDEX_WIDTH)
             if found is None:
                 self._unindexed.append(i)
                 continue
             for p in found:
-                (self._one if len(p) == 1 else self._two).setdefault(p, []).append(i)
-        self._trigger = _trigger(self._one, self._two)
-        self._by_start: dict[str, tuple[int, ...]] = {}
+                by_prefix[len(p) - 1].setdefault(p, set()).add(i)
+        one, two, three = by_prefix
+        # The full group for each key: every pattern whose prefix is the key or a prefix of it, in
+        # pattern order. Two characters with no group of their own fall back to the first one's.
+        for pair in {p[:2] for p in three}:
+            two.setdefault(pair, set())
+        self._one = {p: tuple(sorted(g)) for p, g in one.items()}
+        self._two = {p: tuple(sorted(g | one.get(p[0], set()))) for p, g in two.items()}
+        self._three = {p: tuple(sorted(g | two[p[:2]] | one.get(p[0], set()))) for p, g in three.items()}
+        self._trigger = _trigger(one, two)
+        self._by_start: dict[str, tuple[int, ...]] = {}  # the groups looked up lately, by their key
+        # find_split: the keys set apart, and for each pattern -1 or the place of its key among them
+        self._cue_keys = list(dict.fromkeys(k for k in self._keys if apart is not None and isinstance(k, apart)))
+        place = {k: i for i, k in enumerate(self._cue_keys)}
+        self._slot_of = [place.get(k, -1) if apart is not None and isinstance(k, apart) else -1 for k in self._keys]
 
     @property
     def unindexed(self) -> list[Hashable]:
@@ -135,41 +157,69 @@ class PrefixIndex:
         return [self._keys[i] for i in self._unindexed]
 
     def find(self, text: str) -> list[tuple[Hashable, int, int]]:
-        """(key, start, end) for every match of every pattern, ordered by start. One loop, kept
-        tight: on a long message it runs for every place a pattern may start."""
-        match, keys, cache = self._match, self._keys, self._by_start
+        """(key, start, end) for every match of every pattern, ordered by start."""
+        found, apart = self.find_split(text)
+        if apart:
+            for hits in apart.values():
+                found += hits
+            found.sort(key=_START)
+        return found
+
+    def find_split(
+        self, text: str
+    ) -> tuple[list[tuple[Hashable, int, int]], dict[Hashable, list[tuple[Hashable, int, int]]]]:
+        """`find`, with the matches of the patterns whose key is of the type `apart` (context cues
+        beside the terms) set apart: (the other matches, ordered by start; {key: its matches, by start}).
+        On a long message the trigger finds hundreds of places where a pattern may start and the
+        three characters there rule out half of them; those are dropped in C (split, running
+        lengths, a dict lookup per place, compress), so Python steps only where a pattern is tried."""
+        match, keys, slot_of, cache = self._match, self._keys, self._slot_of, self._by_start
+        # split drops each one-character trigger match: the k-th starts at len(pieces before) + k.
+        starts = list(map(add, accumulate(map(len, self._trigger.split(text)[:-1])), count()))
+        heads = [text[start : start + 3] for start in starts]
+        groups = list(map(cache.get, heads))
+        if None in groups:
+            groups = [
+                self._candidates(head) if group is None else group for group, head in zip(groups, heads, strict=True)
+            ]
         resume = [0] * len(match)  # where each pattern's own search would continue
         found: list[tuple[Hashable, int, int]] = []
         append = found.append
-        for m in self._trigger.finditer(text):
-            start = m.start()
-            group = cache.get(text[start : start + 2])
-            if group is None:
-                group = self._candidates(text[start : start + 2])
+        slots: list[list[tuple[Hashable, int, int]]] = [[] for _ in self._cue_keys]
+        for start, group in compress(zip(starts, groups, strict=True), groups):
             for i in group:
                 if start >= resume[i] and (hit := match[i](text, start)) is not None:
                     resume[i] = end = hit.end()
-                    append((keys[i], start, end))
-        if self._unindexed:
-            found += [(keys[i], *hit.span()) for i in self._unindexed for hit in self._patterns[i].finditer(text)]
-            found.sort(key=lambda f: f[1])
-        return found
+                    if (slot := slot_of[i]) < 0:
+                        append((keys[i], start, end))
+                    else:
+                        slots[slot].append((keys[i], start, end))
+        for i in self._unindexed:
+            hits = [(keys[i], *hit.span()) for hit in self._patterns[i].finditer(text)]
+            if (slot := slot_of[i]) < 0:
+                found += hits
+                found.sort(key=_START)
+            else:
+                slots[slot] += hits
+                slots[slot].sort(key=_START)
+        return found, {self._cue_keys[k]: hits for k, hits in enumerate(slots) if hits}
 
-    def _candidates(self, pair: str) -> tuple[int, ...]:
-        """Patterns that may start with `pair` (two characters, or one at the end of the text),
-        in pattern order; remembered, since patient text repeats its character pairs."""
-        group = tuple(sorted(set(self._one.get(pair[0], ())) | set(self._two.get(pair, ()))))
+    def _candidates(self, key: str) -> tuple[int, ...]:
+        """The patterns that may start with `key` (three characters, fewer at the end of the text);
+        kept for the next time, since patient text repeats its characters (a dict lookup is
+        cheaper than the three of the tables)."""
+        group = self._three.get(key) or self._two.get(key[:2]) or self._one.get(key[0], ())
         if len(self._by_start) >= _MAX_CACHED:
             self._by_start.clear()
-        self._by_start[pair] = group
+        self._by_start[key] = group
         return group
 
 
-def _trigger(one: dict[str, list[int]], two: dict[str, list[int]]) -> re.Pattern[str]:
+def _trigger(one: dict[str, set[int]], two: dict[str, set[int]]) -> re.Pattern[str]:
     """One search for the places where some pattern may start: a character that starts a
     pattern on its own, or a first character followed by one of the second characters. It
     begins with a character class, so `re` skips ahead through ordinary text, and it consumes
-    one character, so a candidate right after another is still found. `find` checks the pair."""
+    one character, so a candidate right after another is still found. `find` looks up the rest."""
     if not one and not two:
         return re.compile("(?!)")
     firsts = "".join(sorted(one.keys() | {p[0] for p in two}))
@@ -183,17 +233,29 @@ def _trigger(one: dict[str, list[int]], two: dict[str, list[int]]) -> re.Pattern
 
 class AnchoredMatch:
     """`pattern.match(text, pos)` that first checks the text at `pos` against the pattern's
-    prefixes: most positions asked about (the end of every mention) start no match at all."""
+    prefixes: most positions asked about (the end of every mention) start no match at all.
+    A loop that asks at many positions can test `first`, `one` and `two` (the first characters,
+    the one- and two-character prefixes; everything when any position may start a match)
+    itself and call `match` only then."""
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
-        self._match = pattern.match
-        found = prefixes(pattern.pattern) if pattern.pattern != _NEVER else frozenset()
-        self._one = None if found is None else {p for p in found if len(p) == 1}
-        self._two = None if found is None else {p for p in found if len(p) == 2}
+        self.match = pattern.match
+        found = prefixes(pattern.pattern, 2) if pattern.pattern != _NEVER else frozenset()
+        self.first: Container[str] = _ANY if found is None else frozenset(p[0] for p in found)
+        self.one: Container[str] = _ANY if found is None else frozenset(p for p in found if len(p) == 1)
+        self.two: Container[str] = _ANY if found is None else frozenset(p for p in found if len(p) == 2)
 
     def __call__(self, text: str, pos: int) -> re.Match[str] | None:
-        if self._one is not None and (pos >= len(text) or (
-            text[pos] not in self._one and text[pos : pos + 2] not in self._two
-        )):
+        if text[pos : pos + 1] not in self.one and text[pos : pos + 2] not in self.two:
             return None
-        return self._match(text, pos)
+        return self.match(text, pos)
+
+
+class _Anything:
+    """The prefixes of a pattern whose start is not bounded: every string is one."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+_ANY = _Anything()

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from re import _parser as sre_parse  # type: ignore[attr-defined]  # the parser re itself uses
 from typing import Any
 
 import yaml
@@ -229,6 +230,8 @@ class _Reader:
             raise self.fail(where, field, f"bad regex {value!r}: {exc}") from None
         if compiled.search("") is not None:
             raise self.fail(where, field, f"pattern {value!r} matches empty text, so it would match every message")
+        if sre_parse.parse(pattern).getwidth()[0] == 0:
+            raise self.fail(where, field, f"pattern {value!r} can match empty text (look-arounds only)")
         return pattern
 
     def reference(self, name: str, where: str, field: str) -> str:

@@ -8,46 +8,42 @@ sentence that asks about a disease in general (有哪些症状, 怎么预防) an
 reports no symptom. Words
 that contain a negation character but are themselves symptoms (叫不醒, 说不出话, 没精神) are
 never read as negations, because every term hit masks the cues inside it.
+
+A long message has a few hundred mentions, each read on every request, so the reading is one
+loop over plain (term, start, end) tuples with the clause lookups inline: a method call or an
+object per mention would cost more than the reading itself.
 """
 
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
-from operator import attrgetter
-from typing import NamedTuple
+from itertools import accumulate
+from operator import itemgetter
 
 from wingpt.safety.extract import ages_days, glucose_values, systolic_pressures, temperatures
 from wingpt.safety.normalize import Normalizer
 from wingpt.safety.prefix import AnchoredMatch, PrefixIndex
-from wingpt.safety.rules import Context, Rules, Term
+from wingpt.safety.rules import Rules, Term
 
 # Every alternative starts with a character, so the search skips ordinary text fast: a look-behind
 # first would be tried at every position. A full stop between digits (39.5) ends no clause.
 _PUNCTUATION = re.compile(r"[,!?;。…~:]|\.(?:(?!\d)|(?<!\d\.))")
 _LIST_JOINERS = re.compile(r"(?:、|和|及|以及|与|或|或者|跟|/|\+)?")
 _SENTENCE_END = re.compile(r"[?!。]")
-# Context cues found by the index beside the terms; the rest of Context is matched at a position.
 _READINGS = (  # number items of a term beside temperature and age: (reader, Term field, test factory)
     (systolic_pressures, "systolic_at_least", lambda limit: lambda v: v >= limit),
     (systolic_pressures, "systolic_under", lambda limit: lambda v: v < limit),
     (glucose_values, "glucose_under", lambda limit: lambda v: v < limit),
     (glucose_values, "glucose_at_least", lambda limit: lambda v: v >= limit),
 )
+# Context cues found by the index beside the terms; the rest of Context is matched at a position.
 _CUES = ("negation", "not_negation", "history", "present", "recurrence", "general_question", "general_intent",
          "clause_breaks")
-
-
-class Mention(NamedTuple):  # a tuple: a long message has hundreds, built on every request
-    term: Term
-    start: int
-    end: int
-    contextual: bool = True  # ages are facts about the patient; negation and history do not apply
-
-
-_new_mention = tuple.__new__  # Mention(...) runs a Python-level __new__; this builds the same tuple in C
-_START, _END = attrgetter("start"), attrgetter("end")
+_Mention = tuple[Term, int, int]  # (term, start, end) in the normalised text
+_START, _END = itemgetter(1), itemgetter(2)
+_NO_CUES: list[tuple[str, int, int]] = []
 
 
 class Scanner:
@@ -59,8 +55,9 @@ class Scanner:
         terms = rules.terms.values()
         searched: list[tuple[Term | str, re.Pattern[str]]] = [(t, t.regex) for t in terms if t.regex is not None]
         searched += [(cue, getattr(rules.context, cue)) for cue in _CUES]
-        self._index = PrefixIndex(searched)
-        self._after = _After(AnchoredMatch(rules.context.negation_after), AnchoredMatch(rules.context.history_after))
+        self._index = PrefixIndex(searched, apart=str)
+        self._negation_after = AnchoredMatch(rules.context.negation_after)
+        self._history_after = AnchoredMatch(rules.context.history_after)
         self._temperature_terms = [(t, t.temperature_at_least) for t in terms if t.temperature_at_least is not None]
         self._age_terms = [(t, t.age_days_under) for t in terms if t.age_days_under is not None]
         # (reader, term, test): readings of a kind (blood pressure, blood sugar) that make the term present
@@ -72,136 +69,152 @@ class Scanner:
 
     def scan(self, raw: str) -> dict[str, list[tuple[str, int]]]:
         text = self._normalize(raw)
-        mentions: list[Mention] = []
-        cues: dict[str, list[tuple[int, int]]] = {}
-        for key, start, end in self._index.find(text):
-            if key.__class__ is str:
-                cues.setdefault(key, []).append((start, end))
-            else:
-                mentions.append(_new_mention(Mention, (key, start, end, True)))
-        mentions += self._numbers(text)
+        mentions, cues = self._index.find_split(text)
+        numbers, ages = self._numbers(text)
+        if numbers or ages:
+            # By start, longer first at the same start: two stable sorts with C keys, as
+            # sort(key=lambda m: (m.start, -m.end)) would order them, for less.
+            mentions += numbers
+            mentions += ages
+            mentions.sort(key=_END, reverse=True)
+            mentions.sort(key=_START)
         if not mentions:
             return {}
-        # By start, longer first at the same start: two stable sorts with C keys, as
-        # sort(key=lambda m: (m.start, -m.end)) would order them, for less.
-        mentions.sort(key=_END, reverse=True)
-        mentions.sort(key=_START)
-        reader = _ClauseReader(text, self._context, self._after, cues, mentions)
-        found: dict[str, list[tuple[str, int]]] = {}
-        for mention in reader.current():
-            found.setdefault(mention.term.id, []).append((text[mention.start : mention.end], mention.start))
-        return found
+        return self._read(text, cues, mentions, {id(m) for m in ages} if ages else None)
 
-    def _numbers(self, text: str) -> list[Mention]:
-        mentions: list[Mention] = []
+    def _numbers(self, text: str) -> tuple[list[_Mention], list[_Mention]]:
+        """Mentions from numbers read in the text: (contextual ones, ages). Ages are facts about the
+        patient: negation and history do not apply to them."""
+        mentions: list[_Mention] = []
         if self._temperature_terms:
             for value, start, end in temperatures(text):
-                mentions += [Mention(t, start, end) for t, at_least in self._temperature_terms if value >= at_least]
+                mentions += [(t, start, end) for t, at_least in self._temperature_terms if value >= at_least]
+        ages: list[_Mention] = []
         if self._age_terms:
             for days, start, end in ages_days(text):
-                mentions += [Mention(t, start, end, contextual=False) for t, under in self._age_terms if days < under]
+                ages += [(t, start, end) for t, under in self._age_terms if days < under]
         readings: dict[object, list[tuple[float, int, int]]] = {}
         for reader, term, test in self._readings:
             if reader not in readings:
                 readings[reader] = reader(text)
-            mentions += [Mention(term, start, end) for value, start, end in readings[reader] if test(value)]
-        return mentions
+            mentions += [(term, start, end) for value, start, end in readings[reader] if test(value)]
+        return mentions, ages
 
-
-class _After(NamedTuple):
-    """The context patterns read right after a mention (negation_after, history_after)."""
-
-    negation: AnchoredMatch
-    history: AnchoredMatch
-
-
-class _ClauseReader:
-    """Decides, for one normalised text, which mentions are current. Cues are grouped by clause
-    once, so each mention only looks at the few cues of its own clause."""
-
-    def __init__(
+    def _read(
         self,
         text: str,
-        context: Context,
-        after: _After,
-        cues: dict[str, list[tuple[int, int]]],
-        mentions: list[Mention],
-    ) -> None:
-        self.text, self.ctx, self.after, self.mentions = text, context, after, mentions
-        breaks = [m.end() for m in _PUNCTUATION.finditer(text)] + [end for _, end in cues.get("clause_breaks", ())]
-        self.clause_starts = [0, *sorted(breaks)]
-        self.sentence_starts = [0] + [m.end() for m in _SENTENCE_END.finditer(text)]
-        in_term = bytearray(len(text))  # 1 where a term stands: a cue inside a term is no cue
-        for m in mentions:
-            in_term[m.start : m.end] = b"\x01" * (m.end - m.start)
-        masked = bytearray(in_term)  # and where a not-a-negation word stands (是不是, 不停)
-        for start, end in cues.get("not_negation", ()):
-            masked[start:end] = b"\x01" * (end - start)
-        self.negations = self._by_clause(cues.get("negation", ()), masked)
-        self.histories = self._by_clause(cues.get("history", ()), masked)
-        present = cues.get("present", ())
-        self.present_clauses = {self.clause(start) for start, _ in present}
-        present_sentences = {self.sentence(start) for start, _ in present}
-        unmasked = [
-            (name, start) for name in ("general_question", "general_intent") for start, end in cues.get(name, ())
-            if in_term.find(1, start, end) < 0
-        ]
-        if any(name == "general_intent" for name, _ in unmasked):
-            general = set(range(len(self.sentence_starts)))  # learning, not reporting: every sentence
-        else:
-            general = {self.sentence(start) for _, start in unmasked}
-        self.general_sentences = general - present_sentences
-        self.last_recurrence = max((start for start, _ in cues.get("recurrence", ())), default=-1)
+        cues: dict[str, list[tuple[str, int, int]]],
+        mentions: list[_Mention],
+        facts: set[int] | None,
+    ) -> dict[str, list[tuple[str, int]]]:
+        """The mentions the text asserts as current, by term id. Cues are grouped by clause first,
+        so each mention only looks at the cues of its own clause. `facts`: ids of the mentions
+        (ages) that are current whatever their clause says."""
+        ctx = self._context
+        get = cues.get
+        breaks = [m.end() for m in _PUNCTUATION.finditer(text)]
+        if extra := get("clause_breaks"):
+            breaks += [end for _, _, end in extra]
+            breaks.sort()
+        clauses = [0, *breaks]
 
-    def clause(self, position: int) -> int:
-        return bisect_right(self.clause_starts, position) - 1
+        # A cue inside a term, or inside a not-a-negation word (是不是, 不停), is no cue. Terms are
+        # sorted by start: a cue [s, e) overlaps one iff some term starting before e ends after s
+        # (no pattern matches empty text: the rules loader checks it).
+        term_starts = list(map(_START, mentions))
+        term_reach = list(accumulate(map(_END, mentions), max))
+        plain = get("not_negation", _NO_CUES)
+        plain_starts = list(map(_START, plain))
+        plain_ends = list(map(_END, plain))  # one pattern's matches: ends increase with starts
 
-    def sentence(self, position: int) -> int:
-        return bisect_right(self.sentence_starts, position) - 1
+        def in_term(start: int, end: int) -> bool:
+            j = bisect_left(term_starts, end)
+            return j > 0 and term_reach[j - 1] > start
 
-    def _by_clause(self, spans, masked: bytearray) -> dict[int, list[tuple[int, int]]]:
-        """Cue spans by clause, leaving out those inside a term or a not-a-negation word."""
-        cues: dict[int, list[tuple[int, int]]] = {}
-        for start, end in spans:
-            if masked.find(1, start, end) < 0:
-                cues.setdefault(self.clause(start), []).append((start, end))
-        return cues
-
-    def current(self) -> list[Mention]:
-        negated: dict[int, list[Mention]] = {}
-        current: list[Mention] = []
-        clauses, sentences, general = self.clause_starts, self.sentence_starts, self.general_sentences
-        for mention in self.mentions:  # bisect_right inline: a method call per mention costs more than it
-            clause = bisect_right(clauses, mention.start) - 1
-            if not mention.contextual:
-                current.append(mention)
-            elif general and bisect_right(sentences, mention.start) - 1 in general:
-                continue  # a question about the disease in general, not a report
-            elif self._negated(mention, clause, negated.get(clause, [])):
-                negated.setdefault(clause, []).append(mention)
-            elif mention.term.keep_history or not self._past(mention, clause):
-                current.append(mention)
-        return current
-
-    def _negated(self, mention: Mention, clause: int, negated_before: list[Mention]) -> bool:
-        text, fillers = self.text, self.ctx.negation_fillers
-        for _, end in self.negations.get(clause, ()):
-            if end <= mention.start and fillers.fullmatch(text, end, mention.start):
+        def masked(start: int, end: int) -> bool:
+            if in_term(start, end):
                 return True
-        if self.after.negation(text, mention.end) and self.clause(mention.end) == clause:
-            return True
-        # A list after a negation: 否认胸痛、胸闷及大汗 (joiners and fillers only between items).
-        return any(
-            mention.start <= earlier.end or self._list_gap(earlier.end, mention.start) for earlier in negated_before
-        )
+            j = bisect_left(plain_starts, end)
+            return j > 0 and plain_ends[j - 1] > start
 
-    def _list_gap(self, start: int, end: int) -> bool:
-        joiner = _LIST_JOINERS.match(self.text, start, end)
-        return joiner is not None and bool(self.ctx.negation_fillers.fullmatch(self.text, joiner.end(), end))
+        negation_cues, history_cues = get("negation", _NO_CUES), get("history", _NO_CUES)
+        general_cues = get("general_question", _NO_CUES) + get("general_intent", _NO_CUES)
+        negations: dict[int, list[int]] = {}  # clause -> ends of its negation cues
+        for _, start, end in negation_cues:
+            if not masked(start, end):
+                negations.setdefault(bisect_right(clauses, start) - 1, []).append(end)
+        histories: dict[int, list[int]] = {}  # clause -> starts of its history cues
+        for _, start, end in history_cues:
+            if not masked(start, end):
+                histories.setdefault(bisect_right(clauses, start) - 1, []).append(start)
+        present = get("present", _NO_CUES)
+        present_clauses = {bisect_right(clauses, start) - 1 for _, start, _ in present}
+        general: set[int] = set()
+        sentences: list[int] = []
+        unmasked = [(name, start) for name, start, end in general_cues if not in_term(start, end)]
+        if unmasked:
+            sentences = [0] + [m.end() for m in _SENTENCE_END.finditer(text)]
+            if any(name == "general_intent" for name, _ in unmasked):
+                general = set(range(len(sentences)))  # learning, not reporting: every sentence
+            else:
+                general = {bisect_right(sentences, start) - 1 for _, start in unmasked}
+            general -= {bisect_right(sentences, start) - 1 for _, start, _ in present}
+        recurrence = get("recurrence")
+        last_recurrence = max(start for _, start, _ in recurrence) if recurrence else -1
 
-    def _past(self, mention: Mention, clause: int) -> bool:
-        if clause in self.present_clauses or self.last_recurrence >= mention.end:
-            return False
-        historical = any(start < mention.start for start, _ in self.histories.get(clause, ()))
-        return historical or bool(self.after.history(self.text, mention.end))
+        fillers = ctx.negation_fillers.fullmatch
+        na, ha = self._negation_after, self._history_after
+        na_match, na_first, na_one, na_two = na.match, na.first, na.one, na.two
+        ha_match, ha_first, ha_one, ha_two = ha.match, ha.first, ha.one, ha.two
+        list_gap = self._list_gap
+        negated: dict[int, list[int]] = {}  # clause -> ends of its negated mentions, in order
+        found: dict[str, list[tuple[str, int]]] = {}
+        for mention in mentions:
+            term, start, end = mention
+            if facts is not None and id(mention) in facts:
+                found.setdefault(term.id, []).append((text[start:end], start))
+                continue
+            clause = bisect_right(clauses, start) - 1
+            if general and bisect_right(sentences, start) - 1 in general:
+                continue  # a question about the disease in general, not a report
+            # Negated: a negation cue with only fillers up to the mention, one right after it in the
+            # same clause, or a list after a negation (否认胸痛、胸闷及大汗: joiners and fillers only).
+            # Plain loops with a flag: a generator per mention would cost more than the tests.
+            negative = False
+            if clause in negations:
+                for cue_end in negations[clause]:
+                    if cue_end <= start and fillers(text, cue_end, start):
+                        negative = True
+                        break
+            after = text[end : end + 1]
+            if not negative and after in na_first and (after in na_one or text[end : end + 2] in na_two):
+                negative = na_match(text, end) is not None and bisect_right(clauses, end) - 1 == clause
+            if not negative and clause in negated:
+                for before in negated[clause]:
+                    if start <= before or list_gap(text, before, start):
+                        negative = True
+                        break
+            if negative:
+                negated.setdefault(clause, []).append(end)
+                continue
+            if not (term.keep_history or clause in present_clauses or last_recurrence >= end):
+                past = False
+                if clause in histories:
+                    for cue_start in histories[clause]:
+                        if cue_start < start:
+                            past = True
+                            break
+                if past or (
+                    after in ha_first and (after in ha_one or text[end : end + 2] in ha_two)
+                    and ha_match(text, end) is not None
+                ):
+                    continue  # past history
+            if (known := found.get(term.id)) is None:
+                found[term.id] = [(text[start:end], start)]
+            else:
+                known.append((text[start:end], start))
+        return found
 
+    def _list_gap(self, text: str, start: int, end: int) -> bool:
+        joiner = _LIST_JOINERS.match(text, start, end)
+        return joiner is not None and bool(self._context.negation_fillers.fullmatch(text, joiner.end(), end))
