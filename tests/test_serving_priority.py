@@ -2,17 +2,19 @@
 
 A server of its own with one engine slot and three waiting places (WINGPT_PRIORITY_LEVELS=emergency).
 Orderings are made deterministic, not timed: a request is known to run when its first text arrives, to
-wait when the orchestrator's gauge counts it, and the engine is held still (SIGSTOP of its stub process,
-which only the engine's own requests touch) while the line is filled, then let go (SIGCONT).
+wait when the orchestrator's gauge counts it, and the engine is held still while the line is filled (the
+test-only `WINGPT_TEST_FAULTS=hold:<file>`: no engine step while the file exists; the process keeps running,
+unlike a SIGSTOP, which left Triton waiting on a stopped stub), then let go.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
+import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from reliability_servers import OwnServer, start_own_server, wait_until
@@ -25,10 +27,13 @@ ORDINARY = "宝宝15个月37.3度算发烧吗？"  # triage level none
 QUEUE = 3
 
 
+HOLD = Path(tempfile.gettempdir()) / f"wingpt-priority-hold-{os.getpid()}"
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[OwnServer]:
     own = start_own_server("priority", WINGPT_MAX_BATCH_SIZE="1", WINGPT_MAX_QUEUE_SIZE=str(QUEUE),
-                           WINGPT_PRIORITY_LEVELS="emergency")
+                           WINGPT_PRIORITY_LEVELS="emergency", WINGPT_TEST_FAULTS=f"hold:{HOLD}")
     yield own
     own.stop()
 
@@ -86,14 +91,13 @@ class Chat:
 
 
 @contextlib.contextmanager
-def engine_held(server: OwnServer) -> Iterator[None]:
+def engine_held() -> Iterator[None]:
     """The engine makes no progress inside the block: its running request keeps its slot."""
-    (stub,) = server.engine_stub_pids()
-    os.kill(stub, signal.SIGSTOP)
+    HOLD.touch()
     try:
         yield
     finally:
-        os.kill(stub, signal.SIGCONT)
+        HOLD.unlink(missing_ok=True)
 
 
 def running_chat(client: WingptClient, server: OwnServer, events: list, name: str = "running",
@@ -109,7 +113,7 @@ def test_an_emergency_gets_its_notice_and_an_answer_while_the_newest_ordinary_wa
     events: list[tuple[str, str]] = []
     shed_before = idle.metric("wingpt_orchestrator_shed_total", priority="ordinary")
     first = running_chat(client, idle, events)
-    with engine_held(idle):
+    with engine_held():
         line = []
         for i in range(QUEUE):
             line.append(Chat(client, f"ordinary-{i}", ORDINARY, events))
@@ -135,7 +139,7 @@ def test_an_emergency_gets_its_notice_and_an_answer_while_the_newest_ordinary_wa
 def test_ordinary_requests_are_served_in_arrival_order(idle, client):
     events: list[tuple[str, str]] = []
     first = running_chat(client, idle, events)
-    with engine_held(idle):
+    with engine_held():
         line = []
         for i in range(QUEUE):
             line.append(Chat(client, f"ordinary-{i}", ORDINARY, events))
@@ -153,7 +157,7 @@ def test_a_flood_of_emergencies_alone_is_refused_like_any_overload_and_each_stil
     refused_before = idle.metric("wingpt_orchestrator_refused_total", priority="emergency")
     first = running_chat(client, idle, events, question=EMERGENCY)
     flood = 8
-    with engine_held(idle):
+    with engine_held():
         chats = [Chat(client, f"emergency-{i}", EMERGENCY, events, max_tokens=8) for i in range(flood)]
         assert wait_until(lambda: sum(c.done for c in chats) == flood - QUEUE, 60)
         assert wait_until(lambda: waiting(idle, "emergency") == QUEUE, 30)

@@ -88,7 +88,8 @@ class ServerSettings:
     test_faults: str = field(default="", metadata={
         "env": "WINGPT_TEST_FAULTS",
         "help": "test builds only: request:<seed>,engine:<seed> makes a request with that random_seed fail its "
-                "step, or break the engine (wingpt/engine/faults.py); never set in production"})
+                "step, or break the engine; hold:<path> holds the engine still while that file exists "
+                "(wingpt/engine/faults.py); never set in production"})
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServerSettings:

@@ -26,6 +26,8 @@ tests/test_reliability_isolation.py are what it must pass).
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,26 +65,35 @@ class FaultInjection:
 
     `request:<seed>`: that request's step raises (this request's fault).
     `engine:<seed>`: the step that serves that request raises EngineBroken (the engine is broken).
+    `hold:<path>`: while that file exists the engine takes no step: a test holds the engine still, its running
+    requests keeping their slots, without pausing the process (a stopped stub can take Triton down with it).
     """
 
     request_seed: int | None = None
     engine_seed: int | None = None
+    hold_path: str | None = None
 
     @classmethod
     def parse(cls, spec: str) -> FaultInjection | None:
-        """`"request:4242,engine:4343"`; empty means no injection (None)."""
+        """`"request:4242,engine:4343,hold:/tmp/x"`; empty means no injection (None)."""
         if not spec.strip():
             return None
         seeds: dict[str, int] = {}
+        hold = None
         for item in spec.split(","):
-            kind, _, seed = item.strip().partition(":")
-            if kind not in ("request", "engine") or not seed.isdigit():
-                raise ValueError(f"WINGPT_TEST_FAULTS takes request:<seed>,engine:<seed>, got {item!r}")
-            seeds[kind] = int(seed)
-        return cls(request_seed=seeds.get("request"), engine_seed=seeds.get("engine"))
+            kind, _, value = item.strip().partition(":")
+            if kind == "hold" and value:
+                hold = value
+            elif kind in ("request", "engine") and value.isdigit():
+                seeds[kind] = int(value)
+            else:
+                raise ValueError(f"WINGPT_TEST_FAULTS takes request:<seed>,engine:<seed>,hold:<path>, got {item!r}")
+        return cls(request_seed=seeds.get("request"), engine_seed=seeds.get("engine"), hold_path=hold)
 
     def before_step(self, seeds: list[int | None]) -> None:
         """Called once per step with the seeds of the requests in it."""
+        while self.hold_path is not None and os.path.exists(self.hold_path):
+            time.sleep(0.01)
         if self.engine_seed is not None and self.engine_seed in seeds:
             raise EngineBroken("injected engine fault (WINGPT_TEST_FAULTS, test builds only)")
 
