@@ -229,6 +229,7 @@ def test_a_degenerate_temperature_decodes_greedily():
 def test_the_test_only_fault_injection_is_off_unless_set_and_a_typo_stops_the_server_from_starting():
     assert FaultInjection.parse("") is None
     assert FaultInjection.parse("request:4242,engine:4343") == FaultInjection(request_seed=4242, engine_seed=4343)
-    for spec in ("request:x", "requests:1", "engine"):
+    assert FaultInjection.parse("hold:/tmp/held") == FaultInjection(hold_path="/tmp/held")
+    for spec in ("request:x", "requests:1", "engine", "hold:"):
         with pytest.raises(ValueError, match="WINGPT_TEST_FAULTS"):
             ServerSettings(test_faults=spec).validate()
