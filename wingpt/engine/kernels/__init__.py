@@ -8,6 +8,9 @@ around the kernels; the kernels themselves are checked on a GPU (docs/benchmarks
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+
+import torch
 
 
 @functools.cache
@@ -19,3 +22,17 @@ def kernel_available(device_type: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def cuda_time_ms(fn: Callable[..., object], *args: object, calls: int = 20) -> float:
+    """Milliseconds per call on the GPU (CUDA events over `calls` calls after 3 warm-up calls): the checks'
+    timings."""
+    for _ in range(3):
+        fn(*args)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(calls):
+        fn(*args)
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / calls

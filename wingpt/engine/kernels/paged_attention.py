@@ -23,7 +23,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from wingpt.engine.kernels import kernel_available
+from wingpt.engine.kernels import cuda_time_ms, kernel_available
 
 
 def context_slots(tables: torch.Tensor, lengths: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,10 +123,10 @@ def check(rows: int = 64, heads: int = 32, kv_heads: int = 32, head_dim: int = 1
     fast = _triton_decode(q, k_cache, v_cache, tables, lengths, block_size, scale)
     slow = reference(q, k_cache, v_cache, tables, lengths, block_size, scale)
     diff = (fast.float() - slow.float()).abs().max().item()
-    timings = {name: _time(fn, q, k_cache, v_cache, tables, lengths, block_size, scale)
+    timings = {name: cuda_time_ms(fn, q, k_cache, v_cache, tables, lengths, block_size, scale)
                for name, fn in (("kernel", _triton_decode), ("reference", reference))}
     for tile, warps in ((32, 2), (64, 4), (128, 8), (256, 4), (256, 8)):
-        timings[f"kernel tile {tile} warps {warps}"] = _time(
+        timings[f"kernel tile {tile} warps {warps}"] = cuda_time_ms(
             functools.partial(_triton_decode, tile=tile, num_warps=warps), q, k_cache, v_cache, tables, lengths,
             block_size, scale)
     kv_bytes = 2 * int(lengths.sum()) * kv_heads * head_dim * k_cache.element_size()
@@ -135,19 +135,6 @@ def check(rows: int = 64, heads: int = 32, kv_heads: int = 32, head_dim: int = 1
           f"KV), reference {timings['reference'] * 1000:.0f} us")
     print("  " + ", ".join(f"{k} {v * 1000:.0f} us" for k, v in timings.items() if k.startswith("kernel ")))
     return diff
-
-
-def _time(fn: object, *args: object) -> float:
-    """Milliseconds per call (CUDA events, 20 calls after 3 warm-up calls)."""
-    for _ in range(3):
-        fn(*args)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(20):
-        fn(*args)
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / 20
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from wingpt.engine.kernels import kernel_available
+from wingpt.engine.kernels import cuda_time_ms, kernel_available
 
 
 def reference(x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor,
@@ -87,17 +87,8 @@ def check(rows: int, hidden: int = 4096, dtype: torch.dtype = torch.bfloat16) ->
     for d in (None, delta):
         fast, slow = _triton(x, d, weight, 1e-6), reference(x, d, weight, 1e-6)
         worst = max(worst, *((a.float() - b.float()).abs().max().item() for a, b in zip(fast, slow, strict=True)))
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = {}
-    for name, fn in (("kernel", _triton), ("reference", reference)):
-        for _ in range(3):
-            fn(x, delta, weight, 1e-6)
-        start.record()
-        for _ in range(50):
-            fn(x, delta, weight, 1e-6)
-        end.record()
-        torch.cuda.synchronize()
-        times[name] = start.elapsed_time(end) / 50 * 1000
+    times = {name: cuda_time_ms(fn, x, delta, weight, 1e-6, calls=50) * 1000
+             for name, fn in (("kernel", _triton), ("reference", reference))}
     print(f"rows {rows} hidden {hidden} {dtype}: max |diff| {worst:.4g}; add + norm kernel {times['kernel']:.0f} us, "
           f"reference {times['reference']:.0f} us")
     return worst

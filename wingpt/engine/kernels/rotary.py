@@ -20,7 +20,7 @@ import sys
 import torch
 from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 
-from wingpt.engine.kernels import kernel_available
+from wingpt.engine.kernels import cuda_time_ms, kernel_available
 
 
 def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -119,17 +119,8 @@ def check(tokens: int, heads: int = 32, kv_heads: int = 32, dim: int = 128,
     slow = reference(q, k, v, cos, sin, caches[2], caches[3], slots)
     pairs = [*zip(fast, slow, strict=True), (caches[0], caches[2]), (caches[1], caches[3])]
     worst = max((a.float() - b.float()).abs().max().item() for a, b in pairs)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = {}
-    for name, fn in (("kernel", _triton), ("reference", reference)):
-        for _ in range(3):
-            fn(q, k, v, cos, sin, caches[0], caches[1], slots)
-        start.record()
-        for _ in range(50):
-            fn(q, k, v, cos, sin, caches[0], caches[1], slots)
-        end.record()
-        torch.cuda.synchronize()
-        times[name] = start.elapsed_time(end) / 50 * 1000
+    times = {name: cuda_time_ms(fn, q, k, v, cos, sin, caches[0], caches[1], slots, calls=50) * 1000
+             for name, fn in (("kernel", _triton), ("reference", reference))}
     print(f"tokens {tokens} heads {heads}/{kv_heads} dim {dim} {dtype}: max |diff| {worst:.4g}; kernel "
           f"{times['kernel']:.0f} us, reference {times['reference']:.0f} us")
     return worst
