@@ -178,7 +178,9 @@ def test_an_answer_streams_into_the_page(page, client):
     wait_for_answer(page, expected)
     shown = [squash(t) for t in page.evaluate("window.__shown")]
     partial = {t for t in shown if t and t != squash(expected) and squash(expected).startswith(t)}
-    assert len(partial) >= 2, f"the answer appeared at once, not streamed: {shown}"
+    # At least one beginning of the answer was on screen before the whole of it (how many depends on how
+    # fast the machine is: under load the engine sends what queued up as one response).
+    assert partial, f"the answer appeared at once, not streamed: {shown}"
     assert page.locator("#question textarea").input_value() == "", "the input is cleared for the next question"
     page.screenshot(path=str(OUTPUT / "ui-chat.png"), full_page=True)
 
@@ -212,9 +214,12 @@ def test_the_stop_button_cancels_the_answer_on_the_server(page, client, triton_s
     question = "请详细介绍一下高血压患者的日常饮食、运动和用药注意事项。"
     full = client.chat(question, **card_defaults(LONG_MAX_TOKENS))
     page.get_by_text(text.SETTINGS).click()
-    tokens = page.locator("#max-tokens input[type=number]")
-    tokens.fill(str(LONG_MAX_TOKENS))
-    tokens.press("Enter")
+    # Moved as a patient drags the slider (its input events); typing into its number box was not always
+    # taken (a question then went out with the default 32 tokens and ended before the stop).
+    page.locator("#max-tokens input[type=range]").evaluate(
+        "(el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true}));"
+        " el.dispatchEvent(new Event('change', {bubbles: true})); }", str(LONG_MAX_TOKENS))
+    expect(page.locator("#max-tokens input[type=number]")).to_have_value(str(LONG_MAX_TOKENS))
     url = triton_server.metrics_url
 
     def cancellations() -> float:
