@@ -163,11 +163,14 @@ class Scanner:
             if general:
                 # A named person as the subject reports what happened to them, whatever question
                 # ends the sentence (我爸喝了农药，能治好吗), unless the sentence is a hypothetical.
-                # Searched only here: most messages ask nothing in general.
-                reports = {bisect_right(sentences, m.start()) - 1 for m in ctx.report.finditer(text)}
-                if reports:
-                    reports -= {bisect_right(sentences, m.start()) - 1 for m in ctx.hypothetical.finditer(text)}
-                    general -= reports
+                # Searched only here and only in those sentences: most messages ask nothing in
+                # general, and the report patterns (look-behinds first) are tried at every character.
+                report, hypothetical = ctx.report.search, ctx.hypothetical.search
+                ends = [*sentences[1:], len(text)]
+                general -= {
+                    i for i in general
+                    if report(text, sentences[i], ends[i]) and not hypothetical(text, sentences[i], ends[i])
+                }
         recurrence = get("recurrence")
         last_recurrence = max(start for _, start, _ in recurrence) if recurrence else -1
 
