@@ -93,6 +93,66 @@ class TestHistory:
         assert categories(assessor, "以前割过腕，最近又很难受") == ["suicide_self_harm"]
 
 
+class TestQuestionTails:
+    """能治好吗, 严重吗, 还有救吗 end a general question and a relative's report alike: the sentence
+    is a report when it names whom it happened to as its subject (issue 18: a report of paraquat or
+    a stroke ending in 能治好吗 raised no flag)."""
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("我妈喝了百草枯，能治好吗", "poisoning_overdose"),
+            ("我老公脑梗了，还能恢复吗", "stroke_signs"),
+            ("孩子抽搐了，会不会有事", "unconscious_seizure"),
+            ("我被毒蛇咬了，会死吗", "envenomation"),
+            ("爷爷吐了好多血，还有救吗", "severe_bleeding"),
+            ("我外婆心梗了要紧吗", "chest_pain_acs"),
+            ("宝宝才40天，发烧了，严重吗", "infant_fever"),
+        ],
+    )
+    def test_a_report_with_a_question_tail_is_flagged(self, assessor: TriageAssessor, text: str, expected: str) -> None:
+        assert expected in categories(assessor, text)
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "脑梗能治好吗",
+            "农药中毒还有救吗",
+            "癫痫发作会死吗",
+            "被毒蛇咬了严重吗",
+            "心梗的人能活下来吗",
+            "我想知道中风了还能恢复吗",  # the writer asks, nothing happened to them
+            "我妈问心梗了能治好吗",
+            "如果宝宝抽搐了，会不会有事",  # a hypothetical
+            "怎么预防孩子中风了",  # the child is no subject here
+        ],
+    )
+    def test_a_general_question_is_not(self, assessor: TriageAssessor, text: str) -> None:
+        assert categories(assessor, text) == []
+
+
+class TestResolution:
+    @pytest.mark.parametrize(
+        "text", ["吃东西噎住了，喝了点水就好了", "刚才孩子呛到了，咳出来了", "噎着了，过了一会儿就好了"]
+    )
+    def test_a_choking_episode_that_is_over_stays_quiet(self, assessor: TriageAssessor, text: str) -> None:
+        assert categories(assessor, text) == []
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("噎住了，喝水能好吗", "breathing_difficulty"),  # still choking, asking what helps
+            ("噎住了，喝水就好了吗", "breathing_difficulty"),
+            ("噎住了，喝口水就好了，现在又噎住了", "breathing_difficulty"),  # it came back
+            ("孩子喘不上气，喷了药就好了", "breathing_difficulty"),  # only choking resolves
+            ("我爸半边身子突然麻了，十分钟就好了", "stroke_signs"),  # a TIA is still an emergency
+            ("胸口压着痛，出冷汗，休息一下就好了", "chest_pain_acs"),
+        ],
+    )
+    def test_what_is_not_over_still_fires(self, assessor: TriageAssessor, text: str, expected: str) -> None:
+        assert expected in categories(assessor, text)
+
+
 class TestNormalisation:
     def test_traditional_full_width_spaces_and_case(self) -> None:
         normalize = Normalizer({})

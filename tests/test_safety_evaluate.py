@@ -42,14 +42,26 @@ def test_recall_and_false_alarms_meet_the_thresholds(report, split: str) -> None
     assert figures["false_alarm_rate"] <= MAX_FALSE_ALARM, misses
 
 
-def test_probe2_recall_and_its_two_known_false_alarms(report) -> None:
-    """probe2 (issue 17's second probe): every emergency caught; its false alarms are exactly the
-    two left on the safe side (a bystander during a drowning or a poisoning types the same words),
-    so any new one shows here. The overall false-alarm threshold above includes them."""
+def test_probe2_recall_and_its_known_false_alarm(report) -> None:
+    """probe2 (issue 17's second probe): every emergency caught; its one false alarm is left on the
+    safe side (a bystander during a drowning types the same words), so any new one shows here.
+    (百草枯中毒能救过来吗, the other one left there, names no one it happened to: since issue 18 it is
+    read as the general question it is.) The overall false-alarm threshold above includes it."""
     figures = report.summary()["probe2"]
     misses = sorted(" | ".join(c.turns) for c, _ in report.misses if c.split == "probe2")
     assert figures["recall"] >= MIN_RECALL, misses
-    assert misses == ["溺水了应该怎么急救", "百草枯中毒能救过来吗"]
+    assert misses == ["溺水了应该怎么急救"]
+
+
+def test_probe3_question_tails_and_its_known_miss(report) -> None:
+    """probe3 (issue 18): reports ending in 能治好吗, 严重吗, 还有救吗 are caught and the same tails on
+    general questions, hypotheticals, histories and resolved choking stay quiet. Its one miss is a
+    follow-up turn with no term of its own (我爸喝了农药 | 还能治好吗): a flag answers the latest
+    message, and the turn before raised it already."""
+    figures = report.summary()["probe3"]
+    misses = sorted(" | ".join(c.turns) for c, _ in report.misses if c.split == "probe3")
+    assert figures["false_alarm_rate"] == 0, misses
+    assert misses == ["我爸喝了农药 | 还能治好吗"]
 
 
 def test_the_command_prints_a_report_then_one_json_line(capsys: pytest.CaptureFixture[str]) -> None:

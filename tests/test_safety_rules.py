@@ -157,6 +157,22 @@ class TestValidation:
         error = load_error(tmp_path, data)
         assert error.where == "term 'hot'" and problem in error.problem
 
+    def test_resolves_is_true_or_false(self, tmp_path: Path) -> None:
+        data = shipped()
+        data["terms"]["choked"] = {"patterns": ["噎住"], "resolves": "yes"}
+        error = load_error(tmp_path, data)
+        assert (error.where, error.field, error.problem) == ("term 'choked'", "resolves", "must be true or false")
+
+    def test_a_file_without_the_report_and_resolution_cues_still_loads(self, tmp_path: Path) -> None:
+        """Older hospital files have no `report`, `hypothetical` or `resolved`: a general question
+        then silences its sentence as before, and nothing is read as resolved."""
+        data = shipped()
+        for name in ("report", "hypothetical", "resolved"):
+            del data["context"][name]
+        assessor = TriageAssessor(load_rules(write(tmp_path / "rules.yaml", data)))
+        assert not ask(assessor, "我爸喝了百草枯，能治好吗").flagged
+        assert ask(assessor, "吃饭噎住了，喝口水就好了").flagged
+
     def test_top_level_types(self, tmp_path: Path) -> None:
         data = shipped()
         data["continue_generation"] = "sometimes"

@@ -37,8 +37,12 @@ _CONTEXT_FIELDS = (
     "recurrence",
     "general_question",
     "general_intent",
+    "report",
+    "hypothetical",
+    "resolved",
 )
-_OPTIONAL_CONTEXT = ("general_question", "general_intent")  # added later: a file without it still loads
+# added later: a file without them still loads
+_OPTIONAL_CONTEXT = ("general_question", "general_intent", "report", "hypothetical", "resolved")
 _TOP_FIELDS = ("version", "continue_generation", "context_turns", "combine_within", "typos", "context", "terms",
                "categories", "lexicon")
 _OPTIONAL_TOP = ("typos", "lexicon", "combine_within")
@@ -77,6 +81,7 @@ class Term:
     systolic_under: float | None = None
     glucose_under: float | None = None  # blood sugar, mmol/L
     glucose_at_least: float | None = None
+    resolves: bool = False  # a mention followed by a resolution (就好了, 缓过来了) is no longer current
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,11 @@ class Context:
     recurrence: re.Pattern[str]
     general_question: re.Pattern[str]  # a sentence asking about a disease in general, not reporting one
     general_intent: re.Pattern[str]  # anywhere: the writer is learning (想提前了解), not reporting
+    # A named person as the subject (我爸, 孩子): the sentence reports, whatever question ends it
+    # (我爸喝了农药，能治好吗), unless the sentence is a hypothetical (如果孩子喝了…).
+    report: re.Pattern[str] = _NEVER
+    hypothetical: re.Pattern[str] = _NEVER
+    resolved: re.Pattern[str] = _NEVER  # the episode is over (喝口水就好了): clears `resolves` terms before it
 
 
 @dataclass(frozen=True)
@@ -292,12 +302,15 @@ class _Reader:
 
     def term(self, term_id: str, spec: Any) -> Term:
         where = f"term '{term_id}'"
-        keep_history = False
+        keep_history = resolves = False
         if isinstance(spec, dict):
-            spec = self.mapping(spec, where, "-", required=("patterns",), allowed=("patterns", "keep_history"))
+            allowed = ("patterns", "keep_history", "resolves")
+            spec = self.mapping(spec, where, "-", required=("patterns",), allowed=allowed)
             keep_history = spec.get("keep_history", False)
-            if not isinstance(keep_history, bool):
-                raise self.fail(where, "keep_history", "must be true or false")
+            resolves = spec.get("resolves", False)
+            for name, flag in (("keep_history", keep_history), ("resolves", resolves)):
+                if not isinstance(flag, bool):
+                    raise self.fail(where, name, "must be true or false")
             spec = spec["patterns"]
         if not isinstance(spec, list) or not spec:
             raise self.fail(where, "patterns", "must be a non-empty list of patterns")
@@ -322,6 +335,7 @@ class _Reader:
             systolic_under=numbers.get("systolic_under"),
             glucose_under=numbers.get("glucose_under"),
             glucose_at_least=numbers.get("glucose_at_least"),
+            resolves=resolves,
         )
 
     def numeric_item(self, item: dict[str, Any], where: str, field: str, seen: dict[str, float]) -> dict[str, float]:

@@ -4,8 +4,9 @@ A keyword hit is only half the job: 没有胸痛, 去年中风过 and 中风的�
 of an emergency. Each hit (a "mention") is read in its clause: a negation word with only filler
 words before it cancels it, the cancellation carries along a list (否认胸痛、胸闷及大汗), a
 history word earlier in the clause makes it past unless the clause also speaks of now, and a
-sentence that asks about a disease in general (有哪些症状, 怎么预防) and says nothing of now
-reports no symptom. Words
+sentence that asks about a disease in general (有哪些症状, 怎么预防, 能治好吗) and says nothing of now
+and names no one it happened to (我爸, 孩子) reports no symptom; a choking episode followed by
+its resolution (喝口水就好了) is over. Words
 that contain a negation character but are themselves symptoms (叫不醒, 说不出话, 没精神) are
 never read as negations, because every term hit masks the cues inside it.
 
@@ -159,6 +160,17 @@ class Scanner:
             else:
                 general = {bisect_right(sentences, start) - 1 for _, start in unmasked}
             general -= {bisect_right(sentences, start) - 1 for _, start, _ in present}
+            if general:
+                # A named person as the subject reports what happened to them, whatever question
+                # ends the sentence (我爸喝了农药，能治好吗), unless the sentence is a hypothetical.
+                # Searched only here and only in those sentences: most messages ask nothing in
+                # general, and the report patterns (look-behinds first) are tried at every character.
+                report, hypothetical = ctx.report.search, ctx.hypothetical.search
+                ends = [*sentences[1:], len(text)]
+                general -= {
+                    i for i in general
+                    if report(text, sentences[i], ends[i]) and not hypothetical(text, sentences[i], ends[i])
+                }
         recurrence = get("recurrence")
         last_recurrence = max(start for _, start, _ in recurrence) if recurrence else -1
 
@@ -167,6 +179,7 @@ class Scanner:
         na_match, na_first, na_one, na_two = na.match, na.first, na.one, na.two
         ha_match, ha_first, ha_one, ha_two = ha.match, ha.first, ha.one, ha.two
         list_gap = self._list_gap
+        last_resolved: int | None = None  # start of the last resolution (就好了), searched on first need
         negated: dict[int, list[int]] = {}  # clause -> ends of its negated mentions, in order
         found: dict[str, list[tuple[str, int]]] = {}
         for mention in mentions:
@@ -197,6 +210,11 @@ class Scanner:
             if negative:
                 negated.setdefault(clause, []).append(end)
                 continue
+            if term.resolves:
+                if last_resolved is None:
+                    last_resolved = max((m.start() for m in ctx.resolved.finditer(text)), default=-1)
+                if last_resolved >= end and last_recurrence < last_resolved:
+                    continue  # an episode that is over (噎住了，喝口水就好了), unless it came back
             if not (term.keep_history or clause in present_clauses or last_recurrence >= end):
                 past = False
                 if clause in histories:
