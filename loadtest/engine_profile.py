@@ -41,28 +41,20 @@ def profile(model: torch.nn.Module, streams: int, prompt_tokens: int, output_tok
                                             on_error=lambda exc: done.release()))
         while min(counts) < 8:  # every stream decoding, graphs captured
             time.sleep(0.01)
+        steps, wall = _window(engine, window_s)  # as it runs
         phases = _time_phases(engine)
-        steps0, t0 = engine.stats().steps, time.perf_counter()
-        time.sleep(window_s)
-        steps, wall = engine.stats().steps - steps0, time.perf_counter() - t0
-        for name in phases:
-            phases[name] = 0.0
-        time.sleep(window_s)
-        steps1 = engine.stats().steps
-        timed = {name: total for name, total in phases.items()}
-        steps1 -= steps0 + steps
-        steps0, t0 = engine.stats().steps, time.perf_counter()
+        timed_steps, _ = _window(engine, window_s)  # with the phase timers
+        timed = dict(phases)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
                                                 torch.profiler.ProfilerActivity.CUDA]) as prof:
-            time.sleep(window_s)
-        prof_steps, prof_wall = engine.stats().steps - steps0, time.perf_counter() - t0
+            prof_steps, prof_wall = _window(engine, window_s)
         for _ in range(streams):
             done.acquire()
     finally:
         engine.shutdown()
-    untimed = wall / steps * 1000
-    print(f"\n== {streams} stream(s), without the profiler: {untimed:.2f} ms per step; with phase timers (each "
-          f"followed by a synchronize): " + ", ".join(f"{k} {v / steps1 * 1000:.2f} ms" for k, v in timed.items()))
+    print(f"\n== {streams} stream(s), without the profiler: {wall / steps * 1000:.2f} ms per step; with phase "
+          "timers (each followed by a synchronize): "
+          + ", ".join(f"{k} {v / timed_steps * 1000:.2f} ms" for k, v in timed.items()))
     steps, wall = prof_steps, prof_wall
     events = prof.key_averages()
     device_us = sum(e.self_device_time_total for e in events)
@@ -72,6 +64,13 @@ def profile(model: torch.nn.Module, streams: int, prompt_tokens: int, output_tok
     top = sorted((e for e in events if e.self_device_time_total > 0), key=lambda e: -e.self_device_time_total)
     for e in top[:14]:
         print(f"  {e.self_device_time_total / steps:9.0f} us/step  {e.count / steps:6.1f}/step  {e.key[:90]}")
+
+
+def _window(engine: object, seconds: float) -> tuple[int, float]:
+    """Steps the engine took in `seconds` of wall time, and the wall time."""
+    steps, start = engine.stats().steps, time.perf_counter()
+    time.sleep(seconds)
+    return engine.stats().steps - steps, time.perf_counter() - start
 
 
 def _time_phases(engine: object) -> dict[str, float]:

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from wingpt_client import WingptClient
 
-from serving.__main__ import render_from_settings
-from serving.launch import free_port, start_server, stop_server, wait_ready
-from tests.servers import RunningServer
+from serving.launch import free_port
+from tests.servers import RunningServer, serve
 from wingpt.safety.rules import DEFAULT_RULES
 from wingpt.settings import ServerSettings
 
@@ -46,15 +45,8 @@ def triton_server() -> Iterator[RunningServer]:
         # Prefix reuse itself is specified in tests/test_engine_paged.py.
         enable_kv_cache_reuse=0,
     )
-    repo = render_from_settings(settings, {})
-    log_path = OUTPUT / "tritonserver.log"
-    log_path.write_text("")
-    process = start_server(repo, settings, log_path)
-    try:
-        wait_ready(settings, process, timeout_s=240)
-        yield RunningServer(settings, process, log_path)
-    finally:
-        stop_server(process)
+    with serve(settings, OUTPUT / "tritonserver.log") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

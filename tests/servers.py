@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving.__main__ import render_from_settings
+from serving.launch import start_server, stop_server, wait_ready
 from wingpt.settings import ServerSettings
 
 
@@ -36,3 +40,17 @@ class RunningServer:
             if match and f'request_type="{request_type}"' in match.group(1).split(","):
                 return float(match.group(2))
         raise KeyError(f"nv_trt_llm_request_metrics{{request_type={request_type!r}}} not in the metrics")
+
+
+@contextlib.contextmanager
+def serve(settings: ServerSettings, log_path: Path) -> Iterator[RunningServer]:
+    """Render the repository for `settings`, start an unsupervised tritonserver on it, stop it afterwards."""
+    repo = render_from_settings(settings, {})
+    log_path.parent.mkdir(exist_ok=True)
+    log_path.write_text("")
+    process = start_server(repo, settings, log_path)
+    try:
+        wait_ready(settings, process, timeout_s=240)
+        yield RunningServer(settings, process, log_path)
+    finally:
+        stop_server(process)

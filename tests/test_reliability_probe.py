@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 from reliability_servers import wait_until
 
-from serving.__main__ import render_from_settings
-from serving.launch import free_port, python_models, start_server, stop_server, stub_pids, wait_ready
-from tests.servers import RunningServer
+from serving.launch import free_port, python_models, stub_pids
+from tests.servers import RunningServer, serve
 from wingpt.settings import ServerSettings
 
 pytestmark = pytest.mark.server
@@ -32,15 +31,8 @@ def server() -> Iterator[RunningServer]:
         target="cpu", repo_dir=str(ROOT / "build" / "test-probe-repository"), http_port=free_port(),
         grpc_port=free_port(), metrics_port=free_port(), max_batch_size=2, max_queue_size=2, context_window=512,
         max_tokens_default=8, max_tokens_limit=64)
-    repo = render_from_settings(settings, {})
-    log_path = ROOT / "test-output" / "tritonserver-probe.log"
-    log_path.parent.mkdir(exist_ok=True)
-    process = start_server(repo, settings, log_path)
-    try:
-        wait_ready(settings, process, timeout_s=240)
-        yield RunningServer(settings, process, log_path)
-    finally:
-        stop_server(process)
+    with serve(settings, ROOT / "test-output" / "tritonserver-probe.log") as running:
+        yield running
 
 
 def probe(server: RunningServer, kind: str) -> subprocess.CompletedProcess[str]:

@@ -108,16 +108,22 @@ def running_chat(client: WingptClient, server: OwnServer, events: list, name: st
     return chat
 
 
+def fill_the_line(client: WingptClient, server: OwnServer, events: list) -> list[Chat]:
+    """QUEUE ordinary chats, each known to wait (the gauge counts it) before the next is sent."""
+    line = []
+    for i in range(QUEUE):
+        line.append(Chat(client, f"ordinary-{i}", ORDINARY, events))
+        assert wait_until(lambda n=i + 1: waiting(server, "ordinary") == n, 60)
+    return line
+
+
 def test_an_emergency_gets_its_notice_and_an_answer_while_the_newest_ordinary_waiting_request_is_shed(
         idle, client):
     events: list[tuple[str, str]] = []
     shed_before = idle.metric("wingpt_orchestrator_shed_total", priority="ordinary")
     first = running_chat(client, idle, events)
     with engine_held():
-        line = []
-        for i in range(QUEUE):
-            line.append(Chat(client, f"ordinary-{i}", ORDINARY, events))
-            assert wait_until(lambda n=i + 1: waiting(idle, "ordinary") == n, 60)
+        line = fill_the_line(client, idle, events)
         emergency = Chat(client, "emergency", EMERGENCY, events, max_tokens=16)
         newest = line[-1]
         assert wait_until(lambda: newest.done, 60), "the newest ordinary waiting request was shed"
@@ -140,10 +146,7 @@ def test_ordinary_requests_are_served_in_arrival_order(idle, client):
     events: list[tuple[str, str]] = []
     first = running_chat(client, idle, events)
     with engine_held():
-        line = []
-        for i in range(QUEUE):
-            line.append(Chat(client, f"ordinary-{i}", ORDINARY, events))
-            assert wait_until(lambda n=i + 1: waiting(idle, "ordinary") == n, 60)
+        line = fill_the_line(client, idle, events)
     for chat in (first, *line):
         chat.join()
         assert chat.error is None and chat.deltas, (chat.name, chat.error)

@@ -31,9 +31,8 @@ class CancelWatch:
             self._live[key] = (is_cancelled, on_cancel)
 
     def forget(self, key: str) -> None:
-        """Stop watching `key`. Once this returns no check of it is running or will start: call it
-        before a request's final response, after which Triton 2.51 frees the response factory that
-        `is_cancelled()` reads (a check after that crashes the server)."""
+        """Stop watching `key` (a check already under way may still finish: the response sender makes
+        `is_cancelled()` after the final response safe, wingpt/response_sender.py)."""
         with self._lock:
             self._live.pop(key, None)
 
@@ -42,25 +41,22 @@ class CancelWatch:
         self._thread.join(timeout=2 * self.period_s + 1)
 
     def poll(self) -> None:
-        """One pass over the live requests (the thread's loop body). Each check runs under the lock,
-        so `forget()` waits for a check in progress."""
+        """One pass over the live requests (the thread's loop body); each check is a round trip to the
+        server, made outside the lock so that requests come and go meanwhile."""
         with self._lock:
-            keys = list(self._live)
-        for key in keys:
+            entries = list(self._live.items())
+        for key, (is_cancelled, on_cancel) in entries:
+            try:
+                cancelled = is_cancelled()
+            except Exception:  # transient: a live request is never cancelled on a failed check
+                log.debug("cancellation check failed for %s", key, exc_info=True)
+                continue
             with self._lock:
-                entry = self._live.get(key)
-                if entry is None:
-                    continue  # finished meanwhile
-                try:
-                    cancelled = entry[0]()
-                except Exception:  # transient: a live request is never cancelled on a failed check
-                    log.debug("cancellation check failed for %s", key, exc_info=True)
-                    cancelled = False
-                if cancelled:
-                    del self._live[key]
+                # Only a request still watched is cancelled (it may have finished during the check), once.
+                cancelled = cancelled and self._live.pop(key, None) is not None
             if cancelled:
                 try:
-                    entry[1]()
+                    on_cancel()
                 except Exception:
                     log.exception("cancelling %s failed", key)
 

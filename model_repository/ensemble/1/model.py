@@ -255,8 +255,7 @@ class TritonPythonModel:
         return {"output_tokens": tokens, "finish": finish, "first_text_ms": first_text_ms}
 
     def _send_last(self, engine_id: str, sender: Any, response: Any) -> None:
-        """The request's final response (None: only the final flag). Its cancellation watch ends first:
-        Triton frees the sender's state with the final response."""
+        """The request's final response (None: only the final flag), after its cancellation watch ends."""
         self.cancel_watch.forget(engine_id)
         try:
             sender.send(response, flags=FINAL)

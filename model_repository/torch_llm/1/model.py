@@ -72,27 +72,23 @@ class TritonPythonModel:
             on_broken=self._engine_broken,
             faults=FaultInjection.parse(params.get("test_faults", "")),
         )
-        self._metrics = pb_utils.MetricFamily(
-            name="nv_trt_llm_request_metrics",
-            description="Engine requests by state (same family as the TensorRT-LLM backend)",
-            kind=pb_utils.MetricFamily.GAUGE,
-        )
-        self._gauges = {
-            kind: self._metrics.Metric(labels={"model": "torch_llm", "request_type": kind})
-            for kind in ("active", "waiting", "max", "completed", "cancelled")
-        }
-        self._kv_metrics = pb_utils.MetricFamily(
-            name="nv_trt_llm_kv_cache_block_metrics",
-            description="KV cache blocks (same family as the TensorRT-LLM backend)",
-            kind=pb_utils.MetricFamily.GAUGE,
-        )
-        self._kv_gauges = {
-            kind: self._kv_metrics.Metric(labels={"model": "torch_llm", "kv_cache_block_type": kind})
-            for kind in ("max", "free", "used", "tokens_per")
-        }
+        self._families: list[object] = []
+        # The TensorRT-LLM backend's families and labels, so dashboards and autoscaling work for both engines.
+        self._gauges = self._gauge_family(
+            "nv_trt_llm_request_metrics", "Engine requests by state", "request_type",
+            ("active", "waiting", "max", "completed", "cancelled"))
+        self._kv_gauges = self._gauge_family(
+            "nv_trt_llm_kv_cache_block_metrics", "KV cache blocks", "kv_cache_block_type",
+            ("max", "free", "used", "tokens_per"))
         self._stop_metrics = threading.Event()
         threading.Thread(target=self._publish_metrics, daemon=True).start()
         self.engine.start()
+
+    def _gauge_family(self, name: str, description: str, label: str, kinds: tuple[str, ...]) -> dict[str, object]:
+        family = pb_utils.MetricFamily(name=name, description=f"{description} (same family as the TensorRT-LLM "
+                                       "backend)", kind=pb_utils.MetricFamily.GAUGE)
+        self._families.append(family)  # a family must outlive its metrics
+        return {kind: family.Metric(labels={"model": "torch_llm", label: kind}) for kind in kinds}
 
     def _engine_broken(self, exc: BaseException) -> None:
         """The engine's health hook: its loop cannot continue, so this replica must stop claiming
@@ -110,15 +106,12 @@ class TritonPythonModel:
                 self._publish(stats)
 
     def _publish(self, stats: EngineStats) -> None:
-        self._gauges["active"].set(stats.active)
-        self._gauges["waiting"].set(stats.waiting)
-        self._gauges["max"].set(stats.max_batch_size)
-        self._gauges["completed"].set(stats.completed)
-        self._gauges["cancelled"].set(stats.cancelled)
-        self._kv_gauges["max"].set(stats.kv_blocks_max)
-        self._kv_gauges["free"].set(stats.kv_blocks_free)
-        self._kv_gauges["used"].set(stats.kv_blocks_used)
-        self._kv_gauges["tokens_per"].set(stats.kv_tokens_per_block)
+        for kind, value in (("active", stats.active), ("waiting", stats.waiting), ("max", stats.max_batch_size),
+                            ("completed", stats.completed), ("cancelled", stats.cancelled)):
+            self._gauges[kind].set(value)
+        for kind, value in (("max", stats.kv_blocks_max), ("free", stats.kv_blocks_free),
+                            ("used", stats.kv_blocks_used), ("tokens_per", stats.kv_tokens_per_block)):
+            self._kv_gauges[kind].set(value)
 
     def execute(self, requests: list) -> None:
         for request in requests:
