@@ -6,6 +6,8 @@
 Systems, each given the same prompts (one distinct prompt per stream, all submitted at once, end id
 ignored so every answer has exactly `--output-tokens` tokens, greedy):
 - `engine`: the project's engine (wingpt/engine), callbacks per token;
+- `engine-sync`: the same engine reading each step's tokens before launching the next (no overlap; on a CPU
+  the two are the same, overlap is a GPU's default);
 - `generate`: transformers' static-batch `generate` (the seed-style baseline), one batch of all streams;
 - `cb`: transformers' continuous-batching manager (`init_continuous_batching`, persistent, streaming). It
   drops `RepetitionPenaltyLogitsProcessor`, so with penalty 1.1 it runs *without* it (marked in the table).
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import json
 import platform
 import statistics
@@ -78,11 +81,13 @@ def run_engine(model: torch.nn.Module, prompts: list[list[int]], output_tokens: 
     engine = engine_factory(len(prompts))
     engine.start()
     stamps: list[list[float]] = [[] for _ in prompts]
+    tokens: list[list[int]] = [[] for _ in prompts]
     done = threading.Semaphore(0)
 
     def callbacks(i: int):
         def on_tokens(new: list[int], finish: str | None) -> None:
             stamps[i].extend([time.perf_counter()] * len(new))
+            tokens[i].extend(new)
             if finish is not None:
                 done.release()
         return on_tokens
@@ -101,11 +106,14 @@ def run_engine(model: torch.nn.Module, prompts: list[list[int]], output_tokens: 
     finally:
         engine.shutdown()
     result = summarize(stamps, start, end, output_tokens)
+    # What was generated, to compare systems that must give the same tokens (engine and engine-sync).
+    result["tokens_digest"] = hashlib.blake2b(json.dumps(tokens).encode(), digest_size=8).hexdigest()
     if hasattr(stats, "kv_blocks_used_peak"):  # the paged engine: the KV it actually held, and its budget
         per_block = kv_bytes_per_token(model.config, next(model.parameters()).dtype) * stats.kv_tokens_per_block
         result["kv_used_peak_mib"] = stats.kv_blocks_used_peak * per_block / 2**20
         result["kv_budget_mib"] = stats.kv_blocks_max * per_block / 2**20
         result["graph_steps"] = stats.graph_steps
+        result["overlapped_steps"] = stats.overlapped_steps
     return result
 
 
@@ -224,14 +232,16 @@ def load(shape: str, device: str, out: Path) -> torch.nn.Module:
     return load_model(model_dir, device, torch.bfloat16)
 
 
-def engine_factory(model: torch.nn.Module, prompt_tokens: int, output_tokens: int) -> Callable[[int], object]:
+def engine_factory(model: torch.nn.Module, prompt_tokens: int, output_tokens: int,
+                   overlap: bool | None = None) -> Callable[[int], object]:
+    """The paged engine as the server builds it; `overlap` False: reading each step's tokens before the next."""
     from wingpt.engine.engine import PagedEngine
 
     cuda = next(model.parameters()).device.type == "cuda"
 
     def factory(streams: int, max_seq_len: int = prompt_tokens + output_tokens + 16) -> object:
         return PagedEngine(model, max_batch_size=max(streams, 1), max_queue_size=max(streams, 1),
-                           max_seq_len=max_seq_len, cuda_graphs=cuda,
+                           max_seq_len=max_seq_len, cuda_graphs=cuda, overlap=overlap,
                            kv_cache_free_gpu_mem_fraction=0.5)
     return factory
 
@@ -283,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts = make_prompts(max(streams), args.prompt_tokens)
     context = args.prompt_tokens + args.output_tokens // 2
     factory = engine_factory(model, args.prompt_tokens, args.output_tokens)
+    sync_factory = engine_factory(model, args.prompt_tokens, args.output_tokens, overlap=False)
     # Warm up every path once (allocator, kernels, the manager's start-up) before anything is timed.
     run_engine(model, prompts[:2], 4, 1.1, factory)
     run_generate(model, prompts[:2], 4, 1.1)
@@ -306,8 +317,9 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         runs = []
                         for _ in range(args.repeats):
-                            if system == "engine":
-                                runs.append(run_engine(model, prompts[:n], args.output_tokens, penalty, factory))
+                            if system in ("engine", "engine-sync"):
+                                runs.append(run_engine(model, prompts[:n], args.output_tokens, penalty,
+                                                       factory if system == "engine" else sync_factory))
                             elif system == "generate":
                                 runs.append(run_generate(model, prompts[:n], args.output_tokens, penalty))
                             else:
@@ -342,11 +354,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"second turn of {turn['second_turn_prompt_tokens']} prompt tokens: TTFT p50 "
               f"{turn['ttft_ms_reused_p50']:.0f} ms reusing the first turn's blocks, "
               f"{turn['ttft_ms_fresh_p50']:.0f} ms prefilled from scratch", file=sys.stderr, flush=True)
+    report["same_tokens"] = same_tokens(rows)
+    for key, same in report["same_tokens"].items():
+        print(f"engine and engine-sync, {key}: {'the same tokens' if same else 'DIFFERENT TOKENS'}", file=sys.stderr)
     report["elapsed_s"] = time.monotonic() - started
     save()
     print(format_table(rows))
     print(json.dumps(report))
     return 0
+
+
+def same_tokens(rows: list[dict]) -> dict[str, bool]:
+    """Per streams and penalty: did overlap give exactly the tokens of the synchronous loop?"""
+    digests: dict[str, dict[str, str]] = {}
+    for r in rows:
+        if r["system"] in ("engine", "engine-sync"):
+            key = f"{r['streams']} streams, penalty {r['penalty']}"
+            digests.setdefault(key, {})[r["system"]] = r["tokens_digest"]
+    return {key: found["engine"] == found["engine-sync"] for key, found in digests.items() if len(found) == 2}
 
 
 def format_row(r: dict) -> str:

@@ -81,9 +81,10 @@ class Engine:
         return answer
 
 
-@pytest.fixture
-def engine(model):
-    e = Engine(model)
+@pytest.fixture(params=[False, True], ids=["sync", "overlap"])
+def engine(model, request):
+    """Both ways the engine can read a step's tokens: before the next step, or once it is launched (overlap)."""
+    e = Engine(model, overlap=request.param)
     yield e
     e.engine.shutdown()
 

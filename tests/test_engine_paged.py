@@ -21,6 +21,15 @@ from wingpt.errors import InvalidRequest
 from wingpt.sampling import resolve_sampling
 
 BLOCK = 16
+OVERLAP = False  # set for each test by the `overlap` fixture
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["sync", "overlap"])
+def overlap(request: pytest.FixtureRequest) -> None:
+    """Every behaviour holds both ways the engine reads a step's tokens: before it launches the next step, or
+    once the next step is launched, with placeholders filled in on the device (overlap, a GPU's default)."""
+    global OVERLAP
+    OVERLAP = request.param
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +78,7 @@ class Answer:
 def engine(model: torch.nn.Module, blocks: int = 0, **kwargs) -> PagedEngine:
     budget = blocks * BLOCK * kv_bytes_per_token(model.config, torch.float32)
     e = PagedEngine(model, max_batch_size=kwargs.pop("max_batch_size", 8), max_queue_size=32, max_seq_len=512,
-                    kv_block_size=BLOCK, kv_cache_bytes=budget, **kwargs)
+                    kv_block_size=BLOCK, kv_cache_bytes=budget, overlap=OVERLAP, **kwargs)
     e.start()
     return e
 
@@ -115,10 +124,12 @@ def test_a_lone_request_gives_transformers_generate_tokens(model) -> None:
     try:
         answer = ask(e, ids, 40, "solo")
         finish(answer)
+        overlapped = e.stats().overlapped_steps
     finally:
         e.shutdown()
     assert answer.finish == FINISH_LENGTH
     assert answer.tokens == reference(model, ids, 40)
+    assert (overlapped >= 39) == OVERLAP, "with overlap, each step after the prefill read the last one's token late"
 
 
 def test_requests_joining_and_leaving_under_a_tiny_block_budget_each_get_their_solo_tokens(model) -> None:

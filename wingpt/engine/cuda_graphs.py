@@ -70,7 +70,7 @@ class DecodeGraphs:
             tables = torch.zeros(b, -(-k // self.runner.block_size), dtype=torch.long, device=dev)
             lengths = torch.ones(b, dtype=torch.long, device=dev)
             bucket = _Bucket(StepInputs(self.tokens[:b], self.positions[:b], self.slots[:b], b, tables, lengths,
-                                        [], self.rows[:b]))
+                                        [], self.rows[:b], self.rows[:b], self.rows[:b]))
             self._buckets[(b, k)] = bucket
         return bucket
 

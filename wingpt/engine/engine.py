@@ -3,7 +3,17 @@
 One step thread owns the model. Each iteration it takes new and cancelled requests, asks the scheduler
 for the step's chunks (scheduler.py: token budget, free blocks, preemption), runs them (model_runner.py),
 samples one token for every sequence whose tokens are all computed, and hands the tokens to the delivery
-thread (delivery.py), which calls the requests' callbacks. Why not transformers' continuous-batching
+thread (delivery.py), which calls the requests' callbacks.
+
+Overlap (on by default on a GPU): the host does not wait for a step's tokens before launching the next one.
+When every sequence of a step decodes greedily without bad words, its tokens stay on the device (written into
+the penalty's history there), each sequence gets a placeholder (model_runner.PENDING_TOKEN), and the loop
+goes on: the next step is scheduled, prepared and launched, its input tokens filled in from the samples on
+the device, and only then are the previous step's tokens read, checked for stops and delivered, while the
+GPU runs. Nothing about a step depends on a token's value except its input, so the tokens are exactly those
+of the synchronous loop; a sequence that turns out to have stopped costs one wasted row in the step already
+launched. A step that needs its tokens on the host (sampling with a seed or top-p, bad words), or might
+preempt (fewer free blocks than running sequences), reads them first. Why not transformers' continuous-batching
 manager: see docs/engine.md (it cannot apply the model card's repetition penalty, per-request seeds or bad
 words, and its extension point differs between the transformers versions we run).
 
@@ -18,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 
 import torch
 
@@ -25,10 +36,10 @@ from wingpt.engine.block_manager import BlockManager
 from wingpt.engine.cuda_graphs import DecodeGraphs
 from wingpt.engine.delivery import CancellationPoller, Delivery
 from wingpt.engine.faults import EngineBroken, FaultInjection, OnBroken, RequestFailed, is_unrecoverable
-from wingpt.engine.model_runner import ModelRunner, kv_bytes_per_token
+from wingpt.engine.model_runner import PENDING_TOKEN, ModelRunner, StepInputs, kv_bytes_per_token, upload
 from wingpt.engine.requests import FINISH_CANCELLED, EngineOverloaded, EngineStats, EngineStopped, GenerationRequest
 from wingpt.engine.scheduler import Scheduler
-from wingpt.engine.sequence import Sequence
+from wingpt.engine.sequence import Sequence, Status
 from wingpt.errors import InvalidRequest
 from wingpt.sampling import SamplingParams, finite_logits, penalise_repeats, sample_next
 
@@ -52,6 +63,25 @@ def kv_cache_blocks(model: torch.nn.Module, block_size: int, *, cache_bytes: int
     return max(1, cache_bytes // per_block)
 
 
+@dataclass
+class _Sampled:
+    """One sequence's token in a step whose samples are still on the device."""
+
+    seq: Sequence
+    position: int  # where the token goes in seq.tokens; -1: the sequence had ended before the step ran
+    ended: bool  # the token is its last by length: it left the batch already and is delivered when read
+
+
+@dataclass
+class _Pending:
+    """A step's samples, read after the next step is launched."""
+
+    sampled: list[_Sampled]
+    tokens: torch.Tensor  # [n] on the device
+    host: torch.Tensor  # [n] copied to the host, valid once `ready` has passed
+    ready: torch.cuda.Event | None
+
+
 class PagedEngine:
     """Serves many concurrent generations from one model; see the module docstring."""
 
@@ -69,6 +99,7 @@ class PagedEngine:
         kv_cache_free_gpu_mem_fraction: float = DEFAULT_GPU_MEM_FRACTION,
         max_step_faults: int = 3,
         cuda_graphs: bool = False,
+        overlap: bool | None = None,
         on_broken: OnBroken | None = None,
         faults: FaultInjection | None = None,
     ) -> None:
@@ -78,6 +109,11 @@ class PagedEngine:
         self.max_queue_size = max_queue_size
         self.max_seq_len = max_seq_len
         self.max_step_faults = max_step_faults
+        # Launch step N+1 before reading step N's tokens (module docstring); on a CPU each call runs to its
+        # end, so there is nothing to overlap and a token would only arrive a step later.
+        self.overlap = self.device.type == "cuda" if overlap is None else overlap
+        self._pending: _Pending | None = None
+        self._overlapped = 0
         self._on_broken = on_broken
         self._faults = faults  # test builds only (faults.FaultInjection)
         # Failed steps in a row, by kind: a succeeding prefill step is no sign that decode steps work again.
@@ -170,7 +206,8 @@ class PagedEngine:
                 kv_blocks_used=self.blocks.num_used, kv_tokens_per_block=self.blocks.block_size,
                 kv_blocks_used_peak=self.blocks.peak_used, prefix_hit_tokens=self.blocks.prefix_hit_tokens,
                 preempted=self.scheduler.preempted, steps=self._steps, healthy=self._healthy,
-                graph_steps=self.graphs.replays if self.graphs is not None else 0)
+                graph_steps=self.graphs.replays if self.graphs is not None else 0,
+                overlapped_steps=self._overlapped)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop the loop; requests still running or waiting end with EngineStopped."""
@@ -194,7 +231,7 @@ class PagedEngine:
             while True:
                 with self._lock:
                     while (self._running and not self._live and not self._incoming and not self._cancel_ids
-                           and not self._drop_ids):
+                           and not self._drop_ids and self._pending is None):
                         self._lock.wait()
                     if not self._running:
                         break
@@ -207,6 +244,7 @@ class PagedEngine:
                 self._retire(cancel_ids, notify=True)
                 self._retire(drop_ids, notify=False)
                 self._step()
+            self._read_pending()  # tokens already made still reach their requests
         except Exception as exc:  # EngineBroken, or a bug in the loop itself: nothing can be served now
             log.exception("engine broken: stopping")
             self._healthy = False
@@ -225,13 +263,15 @@ class PagedEngine:
         seq.seen_row = self._free_rows.pop()
         row = self._history[seq.seen_row]
         row.fill_(seq.tokens[0])
-        row[:len(seq.tokens)] = torch.tensor(seq.tokens, device=self.device)
+        row[:len(seq.tokens)] = upload(seq.tokens, torch.long, self.device)
         self.scheduler.add(seq)
         with self._lock:
             self._live.setdefault(request.request_id, []).append(seq)
             self._waiting_count = len(self.scheduler.waiting)
 
     def _finish(self, seq: Sequence) -> None:
+        if seq.status is Status.FINISHED:  # a last token delivered after its sequence left the batch
+            return
         self.scheduler.remove(seq)
         self._free_rows.append(seq.seen_row)
         with self._lock:
@@ -269,6 +309,9 @@ class PagedEngine:
             self._running = False
             doomed = [seq for seqs in self._live.values() for seq in seqs]
             incoming, self._incoming = self._incoming, []
+        if self._pending is not None:  # last tokens not yet read: those requests are owed an ending too
+            doomed += [s.seq for s in self._pending.sampled if s.ended]
+            self._pending = None
         for seq in doomed:
             self._deliver_error(seq, exc)
         for request in incoming:
@@ -276,28 +319,37 @@ class PagedEngine:
 
     @torch.inference_mode()
     def _step(self) -> None:
-        """One model step over the scheduler's chunks, then sampling for the sequences it completes."""
+        """One model step over the scheduler's chunks, then sampling for the sequences it completes; the
+        previous step's tokens are read once this one is launched (overlap)."""
+        if self._pending is not None and self.blocks.num_free < len(self.scheduler.running):
+            self._read_pending()  # the schedule may preempt, and a preempted sequence is recomputed from its tokens
         chunks = self.scheduler.schedule()
         with self._lock:
             self._waiting_count = len(self.scheduler.waiting)
         if not chunks:
+            self._read_pending()
             return
         kind = "decode" if all(c.length == 1 for c in chunks) else "prefill"
         try:
             if self._faults is not None:
+                self._read_pending()  # a held engine (hold:<path>) has delivered every token it made
                 self._faults.before_step([c.seq.request.sampling.seed for c in chunks])
-            inputs, order = self.runner.prepare(chunks)
+            inputs, order = self.runner.prepare(chunks, self._pending.tokens if self._pending else None)
             if self.graphs is not None and self.graphs.fits(inputs):
                 logits = self.graphs.run(inputs)
             else:
                 logits = self.runner.forward(inputs)
         except Exception as exc:
-            self._step_fault(exc, [c.seq for c in chunks], kind)
+            self._read_pending()  # some of the step's sequences may have ended with that step's tokens
+            self._step_fault(exc, [c.seq for c in chunks if c.seq.status is not Status.FINISHED], kind)
             return
         self._step_faults[kind] = 0
         self._steps += 1
         self.scheduler.advance(chunks)
-        self._sample([c.seq for c in order if c.completes], logits)
+        if self._pending is not None:
+            self._overlapped += 1
+            self._read_pending()
+        self._sample([c.seq for c in order if c.completes], logits, inputs)
 
     def _step_fault(self, exc: Exception, seqs: list[Sequence], kind: str) -> None:
         """A failed step no single request is to blame for (e.g. out of memory for activations): its
@@ -314,21 +366,29 @@ class PagedEngine:
             raise EngineBroken(f"{in_a_row} {kind} step(s) in a row failed, the last with "
                                f"{type(exc).__name__}: {exc}") from exc
 
-    def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
+    def _sample(self, seqs: list[Sequence], logits: torch.Tensor, inputs: StepInputs) -> None:
+        """Next tokens for `seqs` (logits rows in order); a sequence that ended meanwhile is skipped."""
         if not seqs:
             return
         logits = finite_logits(logits)
         penalties = [s.request.sampling.repetition_penalty for s in seqs]
         if any(p != 1.0 for p in penalties):
-            rows = torch.tensor([s.seen_row for s in seqs], device=self.device)
-            history = self._history.index_select(0, rows)[:, :max(len(s.tokens) for s in seqs)]
-            logits = penalise_repeats(logits, history, torch.tensor(penalties, device=self.device))
+            history = self._history.index_select(0, inputs.sample_rows)[:, :max(len(s.tokens) for s in seqs)]
+            logits = penalise_repeats(logits, history, upload(penalties, torch.float32, self.device))
+        if self.overlap and all(s.request.sampling.greedy and not s.request.bad_sequences for s in seqs):
+            tokens = torch.argmax(logits, dim=-1)
+            self._history[inputs.sample_rows, inputs.sample_cols] = tokens
+            self._pending = self._defer(seqs, tokens)
+            return
         for j, seq in enumerate(seqs):
             banned = seq.banned_tokens()
             if banned:
                 logits[j, banned] = float("-inf")
-        tokens: list[int | None] = torch.argmax(logits, dim=-1).tolist()
+        tokens = torch.argmax(logits, dim=-1).tolist()
+        kept = []
         for j, seq in enumerate(seqs):
+            if seq.status is Status.FINISHED:
+                continue
             try:
                 if self._faults is not None:
                     self._faults.before_token(seq.request.sampling.seed)
@@ -336,18 +396,64 @@ class PagedEngine:
                     tokens[j] = sample_next(logits[j], seq.request.sampling, seq.generator)
             except Exception as exc:  # this request's own fault: it ends alone
                 self._fail_request(seq, exc)
-                tokens[j] = None
-        kept = [(seq, token) for seq, token in zip(seqs, tokens, strict=True) if token is not None]
-        if not kept:
+                continue
+            seq.tokens.append(tokens[j])
+            kept.append(seq)
+        self._history[inputs.sample_rows, inputs.sample_cols] = upload(tokens, torch.long, self.device)
+        self._deliver(kept)
+
+    def _defer(self, seqs: list[Sequence], tokens: torch.Tensor) -> _Pending:
+        """Placeholders for tokens still on the device; a sequence at its length limit leaves the batch now."""
+        sampled = []
+        for j, seq in enumerate(seqs):
+            if seq.status is Status.FINISHED:
+                sampled.append(_Sampled(seq, -1, False))
+                continue
+            seq.tokens.append(PENDING_TOKEN)
+            seq.pending = j
+            ended = len(seq.tokens) - seq.prompt_len >= seq.request.max_new_tokens
+            sampled.append(_Sampled(seq, len(seq.tokens) - 1, ended))
+            if ended:
+                self._finish(seq)
+        if tokens.device.type != "cuda":
+            return _Pending(sampled, tokens, tokens, None)
+        host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+        host.copy_(tokens, non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record()
+        return _Pending(sampled, tokens, host, ready)
+
+    def _read_pending(self) -> None:
+        """Wait for the deferred step's tokens, put them in place of their placeholders and deliver them."""
+        pending = self._pending
+        if pending is None:
             return
-        self._history[torch.tensor([s.seen_row for s, _ in kept], device=self.device),
-                      torch.tensor([len(s.tokens) for s, _ in kept], device=self.device)] = torch.tensor(
-            [t for _, t in kept], device=self.device)
+        if pending.ready is not None:
+            pending.ready.synchronize()
+        values = pending.host.tolist()
+        self._pending = None
+        kept = []
+        for item, token in zip(pending.sampled, values, strict=True):
+            seq = item.seq
+            if item.position < 0 or (seq.status is Status.FINISHED and not item.ended):
+                continue  # it ended (cancelled, failed) while its token was on the device
+            seq.tokens[item.position] = token
+            seq.pending = -1
+            try:
+                if self._faults is not None:
+                    self._faults.before_token(seq.request.sampling.seed)
+            except Exception as exc:  # this request's own fault: it ends alone
+                self._fail_request(seq, exc)
+                continue
+            kept.append(seq)
+        self._deliver(kept)
+
+    def _deliver(self, seqs: list[Sequence]) -> None:
+        """Each sequence's newest token to its request; a sequence it ends leaves the batch."""
         delivered = []
-        for seq, token in kept:
-            seq.tokens.append(token)
+        for seq in seqs:
             reason = seq.finish_reason()
-            delivered.append((seq.request, [token], reason))
+            delivered.append((seq.request, [seq.tokens[-1]], reason))
             if reason is not None:
                 self._completed += 1
                 self._finish(seq)

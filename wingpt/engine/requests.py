@@ -60,4 +60,5 @@ class EngineStats:
     preempted: int = 0
     steps: int = 0
     graph_steps: int = 0  # decode steps run as a (padded, on a GPU captured) CUDA graph
+    overlapped_steps: int = 0  # steps whose tokens were read only after the next step was launched
     healthy: bool = True

@@ -30,6 +30,9 @@ class Sequence:
     # BlockManager.publish.
     prefilled: int = 0
     seen_row: int = -1  # row of the engine's token-history table (repetition penalty), held while it lives
+    # While its last token is still being sampled on the device (engine.py, overlap): that token's row in
+    # the running step's samples; the token itself is a placeholder until the engine reads it.
+    pending: int = -1
 
     @property
     def request_id(self) -> str:
