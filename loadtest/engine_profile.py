@@ -56,6 +56,8 @@ def profile(model: torch.nn.Module, streams: int, prompt_tokens: int, output_tok
           "timers (each followed by a synchronize): "
           + ", ".join(f"{k} {v / timed_steps * 1000:.2f} ms" for k, v in timed.items()))
     steps, wall = prof_steps, prof_wall
+    if not steps:
+        raise SystemExit(f"no step under the profiler at {streams} streams: give more --output-tokens")
     events = prof.key_averages()
     device_us = sum(e.self_device_time_total for e in events)
     print(f"== {streams} stream(s), under torch.profiler: {steps} steps in {wall:.2f} s -> "
@@ -105,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shape", choices=("embedded", "7b"), default="embedded")
     p.add_argument("--streams", default="1,64")
     p.add_argument("--prompt-tokens", type=int, default=128)
-    p.add_argument("--output-tokens", type=int, default=256)
-    p.add_argument("--window-s", type=float, default=1.0)
+    p.add_argument("--output-tokens", type=int, default=512)
+    p.add_argument("--window-s", type=float, default=0.4, help="each of the three windows (all within the answers)")
     p.add_argument("--out", default="build/engine-bench")
     args = p.parse_args(argv)
     model = load(args.shape, args.device, Path(args.out))

@@ -159,8 +159,16 @@ class ModelRunner:
                 parts.append(context_slots(table, torch.tensor([length]), bs)[0][0, :length].tolist())
             spans.append((offset, c.length, c.start, bool(c.start)))
             offset += c.length
-        # Every index tensor of the step in one copy to the device.
-        device = upload([v for part in parts for v in part], torch.long, self.device).split([len(p) for p in parts])
+        # Every index tensor of the step in one copy to the device, each starting 16-byte aligned (the Triton
+        # kernels are compiled per pointer alignment: an odd offset would compile, and run, slower variants).
+        flat = []
+        for part in parts:
+            flat += part + [0] * (len(part) % 2)
+        on_device = upload(flat, torch.long, self.device)
+        device, offset = [], 0
+        for part in parts:
+            device.append(on_device[offset:offset + len(part)])
+            offset += len(part) + len(part) % 2
         tokens_t, positions_t, slots_t, logit_t, rows_t, cols_t, fill_at_t, fill_from_t = device[:8]
         if fill_at:
             assert pending is not None, "a pending token without its step's samples"

@@ -10,6 +10,10 @@ so one CUDA graph serves every length in its bucket).
 `reference` is the same computation in plain PyTorch (gather + masked SDPA): the CPU path, and what the
 kernel is checked against on a GPU (`python -m wingpt.engine.kernels.paged_attention`).
 
+Few rows (a lone stream) would leave most of the GPU idle, each program walking a whole context; then each
+row's context is cut into parts run side by side (split-K, "flash decoding"), and a second small kernel
+combines their partial softmax results.
+
 Layout: a layer's cache is [slots, kv_heads, head_dim] with slot = block * block_size + offset; `tables`
 [rows, width] holds each row's block ids (padded with any valid block), `lengths` [rows] its context length
 (>= 1, the new token's own key included).
@@ -54,26 +58,32 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
 
 @functools.cache
 def _kernel() -> object:
-    """The Triton JIT function, built on first use (triton is imported only on GPUs)."""
+    """The Triton JIT functions, built on first use (triton is imported only on GPUs)."""
     import triton
     import triton.language as tl
 
     @triton.jit
-    def paged_decode(q_ptr, k_ptr, v_ptr, o_ptr, tables_ptr, lengths_ptr, scale,
-                     stride_qr, stride_qh, stride_ks, stride_kh, stride_or, stride_oh, stride_tr,
-                     GROUP: tl.constexpr, BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, TILE: tl.constexpr):
+    def paged_decode(q_ptr, k_ptr, v_ptr, o_ptr, acc_ptr, m_ptr, l_ptr, tables_ptr, lengths_ptr, scale, split_len,
+                     stride_qr, stride_qh, stride_ks, stride_kh, stride_tr, stride_or, stride_oh,
+                     GROUP: tl.constexpr, BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, TILE: tl.constexpr,
+                     SPLIT: tl.constexpr):
+        """Attention of one (row, head) over positions [part * split_len, (part + 1) * split_len) of its
+        context. SPLIT: the running maximum, the sum of exponentials and the unnormalised output of the part,
+        for `combine`; else (one part) the output itself."""
         row = tl.program_id(0)
         head = tl.program_id(1)
+        part = tl.program_id(2)
         kv_head = head // GROUP
-        length = tl.load(lengths_ptr + row)
+        lo = part * split_len
+        hi = tl.minimum(tl.load(lengths_ptr + row), lo + split_len)
         d = tl.arange(0, HEAD_DIM)
         q = tl.load(q_ptr + row * stride_qr + head * stride_qh + d).to(tl.float32) * scale
         m = float("-inf")
         total = 0.0
         acc = tl.zeros([HEAD_DIM], dtype=tl.float32)
-        for start in range(0, length, TILE):
+        for start in range(lo, hi, TILE):
             pos = start + tl.arange(0, TILE)
-            valid = pos < length
+            valid = pos < hi
             block = tl.load(tables_ptr + row * stride_tr + pos // BLOCK_SIZE, mask=valid, other=0)
             offsets = (block * BLOCK_SIZE + pos % BLOCK_SIZE).to(tl.int64)[:, None] * stride_ks \
                 + kv_head * stride_kh + d[None, :]
@@ -86,23 +96,67 @@ def _kernel() -> object:
             total = total * alpha + tl.sum(p, axis=0)
             acc = acc * alpha + tl.sum(p[:, None] * v, axis=0)
             m = m_new
-        tl.store(o_ptr + row * stride_or + head * stride_oh + d, (acc / total).to(o_ptr.dtype.element_ty))
+        if SPLIT:
+            at = (row * tl.num_programs(1) + head) * tl.num_programs(2) + part
+            tl.store(acc_ptr + at * HEAD_DIM + d, acc)
+            tl.store(m_ptr + at, m)
+            tl.store(l_ptr + at, total)
+        else:
+            tl.store(o_ptr + row * stride_or + head * stride_oh + d, (acc / total).to(o_ptr.dtype.element_ty))
 
-    return paged_decode
+    @triton.jit
+    def combine(acc_ptr, m_ptr, l_ptr, o_ptr, parts, stride_or, stride_oh,
+                HEAD_DIM: tl.constexpr, PARTS: tl.constexpr):
+        """One (row, head)'s output from its parts' partial results (an empty part has m = -inf, l = 0)."""
+        row = tl.program_id(0)
+        head = tl.program_id(1)
+        base = (row * tl.num_programs(1) + head) * parts
+        k = tl.arange(0, PARTS)
+        inside = k < parts
+        m = tl.load(m_ptr + base + k, mask=inside, other=float("-inf"))
+        weight = tl.exp(m - tl.max(m, axis=0))
+        total = tl.sum(tl.load(l_ptr + base + k, mask=inside, other=0.0) * weight, axis=0)
+        d = tl.arange(0, HEAD_DIM)
+        acc = tl.load(acc_ptr + (base + k)[:, None] * HEAD_DIM + d[None, :], mask=inside[:, None], other=0.0)
+        out = tl.sum(acc * weight[:, None], axis=0) / total
+        tl.store(o_ptr + row * stride_or + head * stride_oh + d, out.to(o_ptr.dtype.element_ty))
+
+    return paged_decode, combine
+
+
+def split_count(rows: int, heads: int, context: int, min_part: int = 64, programs: int = 1024) -> int:
+    """Parts each row's context is cut into: enough (row, head, part) programs to fill the GPU when rows are few
+    (one row alone is 32 programs, a fraction of an H200's 132 SMs, each walking the whole context), never parts
+    shorter than `min_part` positions. A function of shapes only, so a CUDA graph keeps it."""
+    return max(1, min(-(-programs // (rows * heads)), context // min_part))
 
 
 def _triton_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, tables: torch.Tensor,
                    lengths: torch.Tensor, block_size: int, scale: float, tile: int = 128,
-                   num_warps: int = 4) -> torch.Tensor:
+                   num_warps: int = 4, parts: int | None = None) -> torch.Tensor:
+    import triton
+
     rows, heads, head_dim = q.shape
     kv_heads = k_cache.shape[1]
+    context = tables.shape[1] * block_size  # the longest length the tables can hold
+    parts = parts or split_count(rows, heads, context)
+    split_len = -(-context // parts)
     out = torch.empty_like(q)
-    _kernel()[(rows, heads)](
-        q, k_cache, v_cache, out, tables, lengths, scale,
-        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), out.stride(0), out.stride(1),
-        tables.stride(0),
-        GROUP=heads // kv_heads, BLOCK_SIZE=block_size, HEAD_DIM=head_dim, TILE=tile, num_warps=num_warps,
+    acc = m = total = out  # not read when there is one part
+    if parts > 1:
+        acc = torch.empty(rows, heads, parts, head_dim, dtype=torch.float32, device=q.device)
+        m = torch.empty(rows, heads, parts, dtype=torch.float32, device=q.device)
+        total = torch.empty_like(m)
+    decode, combine = _kernel()
+    decode[(rows, heads, parts)](
+        q, k_cache, v_cache, out, acc, m, total, tables, lengths, scale, split_len,
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), tables.stride(0), out.stride(0),
+        out.stride(1), GROUP=heads // kv_heads, BLOCK_SIZE=block_size, HEAD_DIM=head_dim, TILE=tile,
+        SPLIT=parts > 1, num_warps=num_warps,
     )
+    if parts > 1:
+        combine[(rows, heads)](acc, m, total, out, parts, out.stride(0), out.stride(1),
+                               HEAD_DIM=head_dim, PARTS=triton.next_power_of_2(parts), num_warps=1)
     return out
 
 
@@ -125,10 +179,12 @@ def check(rows: int = 64, heads: int = 32, kv_heads: int = 32, head_dim: int = 1
     diff = (fast.float() - slow.float()).abs().max().item()
     timings = {name: cuda_time_ms(fn, q, k_cache, v_cache, tables, lengths, block_size, scale)
                for name, fn in (("kernel", _triton_decode), ("reference", reference))}
-    for tile, warps in ((32, 2), (64, 4), (128, 8), (256, 4), (256, 8)):
-        timings[f"kernel tile {tile} warps {warps}"] = cuda_time_ms(
-            functools.partial(_triton_decode, tile=tile, num_warps=warps), q, k_cache, v_cache, tables, lengths,
-            block_size, scale)
+    for tile, warps, parts in ((64, 4, None), (128, 8, None), (128, 4, 1), (64, 4, 1)):
+        name = f"kernel tile {tile} warps {warps} parts {parts or 'auto'}"
+        timings[name] = cuda_time_ms(functools.partial(_triton_decode, tile=tile, num_warps=warps, parts=parts),
+                                     q, k_cache, v_cache, tables, lengths, block_size, scale)
+    forced = _triton_decode(q, k_cache, v_cache, tables, lengths, block_size, scale, parts=7)  # uneven parts
+    diff = max(diff, (forced.float() - slow.float()).abs().max().item())
     kv_bytes = 2 * int(lengths.sum()) * kv_heads * head_dim * k_cache.element_size()
     print(f"rows {rows} heads {heads}/{kv_heads} head_dim {head_dim} block {block_size} {dtype}: max |diff| "
           f"{diff:.4g}; kernel {timings['kernel'] * 1000:.0f} us ({kv_bytes / timings['kernel'] / 1e6:.0f} GB/s of "
