@@ -1,19 +1,23 @@
 """The red-flag rules measured on the project's own evaluation set (wingpt/safety/data/eval):
 recall of the messages a triage nurse would send to emergency or urgent care, and false alarms on
 those she would not, both on the part the rules were tuned on (dev) and on the part they were not
-(heldout). Also: the one-pass prefix index finds exactly what each pattern's own search finds."""
+(heldout). Also: the one-pass prefix index finds exactly what each pattern's own search finds, and
+reading only some sentences reads their terms as the whole reading does."""
 
 from __future__ import annotations
 
 import json
+import random
+import re
 
 import pytest
 
 from wingpt.safety import TriageAssessor, load_rules
+from wingpt.safety.bench import LONG_CONSULTATION
 from wingpt.safety.evaluate import MAX_FALSE_ALARM, MIN_RECALL, evaluate, load_cases, main
 from wingpt.safety.normalize import Normalizer
-from wingpt.safety.prefix import PrefixIndex, prefixes
-from wingpt.safety.scan import _CUES
+from wingpt.safety.prefix import PrefixIndex, may_consume, prefixes
+from wingpt.safety.scan import _CUES, Scanner
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +111,46 @@ def test_the_prefix_index_finds_what_each_pattern_finds_alone() -> None:
 def test_prefixes_bound_where_a_match_can_start(pattern: str, expected: set[str] | None) -> None:
     found = prefixes(pattern)
     assert (None if found is None else set(found)) == expected
+
+
+def test_the_prefix_index_in_spans_finds_what_starts_there() -> None:
+    rules = load_rules()
+    normalize = Normalizer(rules.typos)
+    patterns = [(cue, getattr(rules.context, cue)) for cue in ("negation", "history", "present")]
+    index = PrefixIndex(patterns)
+    text = normalize("".join(t for c in load_cases() for t in c.turns))
+    ends = [0] + [i + 1 for i, ch in enumerate(text) if ch in "?!。"]
+    spans = [(ends[k], ends[k + 1]) for k in range(0, len(ends) - 1, 3)]
+    expected = [hit for hit in index.find(text) if any(a <= hit[1] < b for a, b in spans)]
+    found, apart = index.find_split(text, spans)
+    assert not apart and expected and sorted(found) == sorted(expected)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [("没有", False), ("胸.痛", True), ("[^a]", True), ("[^?!。]", False), ("不(?=。)", False), ("x[。]", True),
+     (r"\d", True), ("(?:。){0}a", False)],
+)
+def test_may_consume_errs_on_the_safe_side(pattern: str, expected: bool) -> None:
+    assert may_consume(pattern, "?!。") is expected
+
+
+def test_reading_some_sentences_gives_their_terms_as_the_whole_reading() -> None:
+    """The assessor reads only the sentences that hold a term some flag could still use; every
+    mention of those terms must come out as a reading of the whole text gives it."""
+    rules = load_rules()
+    scanner = Scanner(rules)
+    rnd = random.Random(5)
+    messages = [t for c in load_cases() for t in c.turns]
+    consultation = re.split(r"(?<=[。！？\n])", LONG_CONSULTATION)
+    for _ in range(150):
+        sentences = list(consultation)
+        for _ in range(rnd.randint(1, 4)):
+            sentences.insert(rnd.randrange(len(sentences)), rnd.choice(messages) + rnd.choice(["。", "？", "\n", ""]))
+        found = scanner.find("".join(sentences))
+        assert found is not None and found.sparse
+        whole = scanner.read(found)
+        for _ in range(3):
+            terms = set(rnd.sample(sorted(found.terms), rnd.randint(1, 3)))
+            part = scanner.read(found, terms)
+            assert {t: part.get(t) for t in terms} == {t: whole.get(t) for t in terms}

@@ -111,6 +111,55 @@ def _item(op, av, width: int) -> _Starts:
     return _UNKNOWN
 
 
+def may_consume(pattern: str, chars: str) -> bool:
+    """Whether some match of `pattern` may take one of `chars` into its text (look-arounds take
+    none). True when unsure: callers rely on a False to search only part of a text."""
+    try:
+        parsed = sre_parse.parse(pattern)
+    except re.error:
+        return True
+    return parsed.state.flags & (re.IGNORECASE | re.VERBOSE) != 0 or _consumes(list(parsed), frozenset(map(ord, chars)))
+
+
+def _consumes(items: Sequence[tuple], chars: frozenset[int]) -> bool:
+    for op, av in items:
+        if op is sre.LITERAL:
+            found = av in chars
+        elif op is sre.NOT_LITERAL:
+            found = bool(chars - {av})
+        elif op is sre.IN:
+            found = _in_set(av, chars)
+        elif op is sre.SUBPATTERN:
+            found = _consumes(list(av[3]), chars)
+        elif op is sre.ATOMIC_GROUP:
+            found = _consumes(list(av), chars)
+        elif op is sre.BRANCH:
+            found = any(_consumes(list(branch), chars) for branch in av[1])
+        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
+            found = av[1] > 0 and _consumes(list(av[2]), chars)
+        elif op in (sre.ASSERT, sre.ASSERT_NOT, sre.AT):
+            found = False
+        else:  # any character, a back-reference, a conditional: may be anything
+            found = True
+        if found:
+            return True
+    return False
+
+
+def _in_set(items: Sequence[tuple], chars: frozenset[int]) -> bool:
+    """Whether a character class may match one of `chars`."""
+    negated = bool(items) and items[0][0] is sre.NEGATE
+    matched = set()
+    for kind, value in items[1:] if negated else items:
+        if kind is sre.LITERAL:
+            matched |= chars & {value}
+        elif kind is sre.RANGE:
+            matched |= {c for c in chars if value[0] <= c <= value[1]}
+        else:  # a category (\d, \w) or something rarer: unsure
+            return True
+    return bool(chars - matched) if negated else bool(matched)
+
+
 class PrefixIndex:
     """Many (key, compiled pattern) pairs searched together; `find(text)` gives (key, start, end)
     for every match each pattern's own `finditer` would give, ordered by start.
@@ -166,16 +215,26 @@ class PrefixIndex:
         return found
 
     def find_split(
-        self, text: str
+        self, text: str, spans: Sequence[tuple[int, int]] | None = None
     ) -> tuple[list[tuple[Hashable, int, int]], dict[Hashable, list[tuple[Hashable, int, int]]]]:
         """`find`, with the matches of the patterns whose key is of the type `apart` (context cues
         beside the terms) set apart: (the other matches, ordered by start; {key: its matches, by start}).
         On a long message the trigger finds hundreds of places where a pattern may start and the
         three characters there rule out half of them; those are dropped in C (split, running
-        lengths, a dict lookup per place, compress), so Python steps only where a pattern is tried."""
-        match, keys, slot_of, cache = self._match, self._keys, self._slot_of, self._by_start
+        lengths, a dict lookup per place, compress), so Python steps only where a pattern is tried.
+
+        `spans`: (start, end) parts of the text, in order and apart, where matches may start (None:
+        all of it). The matches are those of the whole text that start there, provided no match
+        runs into a part from before it or out of it (the caller's to ensure, see `may_consume`):
+        a message's few sentences that matter then cost only their own length."""
+        match, keys, slot_of, cache, split = self._match, self._keys, self._slot_of, self._by_start, self._trigger.split
         # split drops each one-character trigger match: the k-th starts at len(pieces before) + k.
-        starts = list(map(add, accumulate(map(len, self._trigger.split(text)[:-1])), count()))
+        if spans is None:
+            starts = list(map(add, accumulate(map(len, split(text)[:-1])), count()))
+        else:  # no match runs out of a part, so a place the split of a part misses starts none
+            starts = []
+            for begin, end in spans:
+                starts += map(add, accumulate(map(len, split(text[begin:end])[:-1])), count(begin))
         heads = [text[start : start + 3] for start in starts]
         groups = list(map(cache.get, heads))
         if None in groups:
@@ -196,6 +255,8 @@ class PrefixIndex:
                         slots[slot].append((keys[i], start, end))
         for i in self._unindexed:
             hits = [(keys[i], *hit.span()) for hit in self._patterns[i].finditer(text)]
+            if spans is not None:
+                hits = [hit for hit in hits if any(begin <= hit[1] < end for begin, end in spans)]
             if (slot := slot_of[i]) < 0:
                 found += hits
                 found.sort(key=_START)

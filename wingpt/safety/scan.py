@@ -13,19 +13,24 @@ never read as negations, because every term hit masks the cues inside it.
 A long message has a few hundred mentions, each read on every request, so the reading is one
 loop over plain (term, start, end) tuples with the clause lookups inline: a method call or an
 object per mention would cost more than the reading itself.
+
+Finding and reading are two steps (`find`, `read`) because reading only ever takes mentions away:
+the assessor finds the terms first, and reads only the sentences that hold a term some flag could
+still use. A long consultation with a few such words is then read in a few sentences, not whole.
 """
 
 from __future__ import annotations
 
 import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
-from itertools import accumulate
-from operator import itemgetter
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from itertools import accumulate, compress, repeat
+from operator import attrgetter, itemgetter
 
 from wingpt.safety.extract import ages_days, glucose_values, systolic_pressures, temperatures
 from wingpt.safety.normalize import Normalizer
-from wingpt.safety.prefix import AnchoredMatch, PrefixIndex
+from wingpt.safety.prefix import AnchoredMatch, PrefixIndex, may_consume
 from wingpt.safety.rules import Rules, Term
 
 # Every alternative starts with a character, so the search skips ordinary text fast: a look-behind
@@ -42,9 +47,36 @@ _READINGS = (  # number items of a term beside temperature and age: (reader, Ter
 # Context cues found by the index beside the terms; the rest of Context is matched at a position.
 _CUES = ("negation", "not_negation", "history", "present", "recurrence", "general_question", "general_intent",
          "clause_breaks")
+# Cues that only bear on their own clause or sentence, so they are searched only in the sentences
+# read; the others bear on the whole message (general_intent, recurrence) or make its clauses.
+_LOCAL_CUES = ("negation", "not_negation", "history", "present", "general_question")
+_SENTENCE_ENDS = "?!。"  # what _SENTENCE_END finds
+# Sentences to read covering more of the text than this: one search of the whole text is cheaper.
+_WHOLE_TEXT_SHARE = 0.5
+# A text shorter than this (nearly every chat turn) is searched for terms and cues in one pass and
+# read whole: two passes and picking sentences cost more than they save on it.
+_LONG_TEXT = 400
+# A long text with a hit every this many characters or more often needs most of its sentences read:
+# it is read whole, without working out which sentences.
+_DENSE_HITS = 20
 _Mention = tuple[Term, int, int]  # (term, start, end) in the normalised text
-_START, _END = itemgetter(1), itemgetter(2)
+_TERM, _START, _END, _ID = itemgetter(0), itemgetter(1), itemgetter(2), attrgetter("id")
 _NO_CUES: list[tuple[str, int, int]] = []
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A message's hits before they are read in context (`Scanner.find`). `terms`: the ids of the
+    terms hit; a term not among them cannot be current, since reading only takes mentions away."""
+
+    text: str  # normalised
+    mentions: list[_Mention]  # every term hit and number reading, by start (longer first at a start)
+    cues: dict[str, list[tuple[str, int, int]]]  # the cues searched in the whole text
+    facts: set[int] | None  # ids of the mentions (ages) that are current whatever their clause says
+    ids: list[str]  # the term id of each mention
+    terms: frozenset[str]
+    whole: bool  # a short text: `cues` holds every cue, and it is read whole
+    sparse: bool  # a long text with few hits: worth reading only the sentences that matter
 
 
 class Scanner:
@@ -55,8 +87,13 @@ class Scanner:
         self._normalize = Normalizer(rules.typos)
         terms = rules.terms.values()
         searched: list[tuple[Term | str, re.Pattern[str]]] = [(t, t.regex) for t in terms if t.regex is not None]
-        searched += [(cue, getattr(rules.context, cue)) for cue in _CUES]
-        self._index = PrefixIndex(searched, apart=str)
+        cues = [(cue, getattr(rules.context, cue)) for cue in _CUES]
+        # A local cue is searched in a sentence alone only if no match of it can hold a sentence
+        # end (it would then start in one sentence and end in the next); else with the terms.
+        local = [(cue, p) for cue, p in cues if cue in _LOCAL_CUES and not may_consume(p.pattern, _SENTENCE_ENDS)]
+        self._index = PrefixIndex(searched + cues, apart=str)  # short texts: everything at once
+        self._term_index = PrefixIndex(searched + [(cue, p) for cue, p in cues if (cue, p) not in local], apart=str)
+        self._local_index = PrefixIndex(local, apart=str)
         self._negation_after = AnchoredMatch(rules.context.negation_after)
         self._history_after = AnchoredMatch(rules.context.history_after)
         self._temperature_terms = [(t, t.temperature_at_least) for t in terms if t.temperature_at_least is not None]
@@ -69,8 +106,16 @@ class Scanner:
                     self._readings.append((reader, term, make_test(limit)))
 
     def scan(self, raw: str) -> dict[str, list[tuple[str, int]]]:
+        """Every term the text asserts as current: `read` of `find`, all of it."""
+        found = self.find(raw)
+        return {} if found is None else self.read(found)
+
+    def find(self, raw: str) -> Found | None:
+        """The term hits and number readings of a text, and the cues that bear on all of it; None
+        when nothing was hit."""
         text = self._normalize(raw)
-        mentions, cues = self._index.find_split(text)
+        whole = len(text) < _LONG_TEXT
+        mentions, cues = (self._index if whole else self._term_index).find_split(text)
         numbers, ages = self._numbers(text)
         if numbers or ages:
             # By start, longer first at the same start: two stable sorts with C keys, as
@@ -80,8 +125,42 @@ class Scanner:
             mentions.sort(key=_END, reverse=True)
             mentions.sort(key=_START)
         if not mentions:
+            return None
+        facts = {id(m) for m in ages} if ages else None
+        ids = list(map(_ID, map(_TERM, mentions)))
+        sparse = not whole and len(mentions) * _DENSE_HITS < len(text)
+        return Found(text, mentions, cues, facts, ids, frozenset(ids), whole, sparse)
+
+    def read(self, found: Found, terms: Collection[str] | None = None) -> dict[str, list[tuple[str, int]]]:
+        """The current mentions, by term id. With `terms`, only the sentences holding a mention of
+        one of them are read (the local cues searched there only): every mention of those terms is
+        read exactly as in the whole text, since a mention's reading depends on its own clause and
+        sentence and on cues searched in the whole text; other terms may then be left out. A short
+        text, one dense with hits, or one whose sentences to read make up most of it is read whole."""
+        text, mentions = found.text, found.mentions
+        if found.whole:
+            return self._read(text, found.cues, mentions, mentions, found.facts)
+        if terms is None or not found.sparse:
+            return self._read(text, found.cues | self._local_index.find_split(text)[1], mentions, mentions, found.facts)
+        sentences = [0] + [m.end() for m in _SENTENCE_END.finditer(text)]
+        starts = list(map(_START, mentions))
+        wanted = sorted(set(map(bisect_right, repeat(sentences), compress(starts, map(terms.__contains__, found.ids)))))
+        if not wanted:
             return {}
-        return self._read(text, cues, mentions, {id(m) for m in ages} if ages else None)
+        wanted = [k - 1 for k in wanted]
+        ends = [*sentences[1:], len(text)]
+        spans: list[tuple[int, int]] = []
+        for k in wanted:  # neighbouring sentences as one span
+            if spans and spans[-1][1] == sentences[k]:
+                spans[-1] = (spans[-1][0], ends[k])
+            else:
+                spans.append((sentences[k], ends[k]))
+        if sum(end - begin for begin, end in spans) > _WHOLE_TEXT_SHARE * len(text):
+            cues = found.cues | self._local_index.find_split(text)[1]
+            return self._read(text, cues, mentions, mentions, found.facts, (sentences, None, None))
+        read = [m for begin, end in spans for m in mentions[bisect_left(starts, begin) : bisect_left(starts, end)]]
+        cues = found.cues | self._local_index.find_split(text, spans)[1]
+        return self._read(text, cues, mentions, read, found.facts, (sentences, wanted, spans))
 
     def _numbers(self, text: str) -> tuple[list[_Mention], list[_Mention]]:
         """Mentions from numbers read in the text: (contextual ones, ages). Ages are facts about the
@@ -106,14 +185,25 @@ class Scanner:
         text: str,
         cues: dict[str, list[tuple[str, int, int]]],
         mentions: list[_Mention],
+        read: list[_Mention],
         facts: set[int] | None,
+        scope: tuple[list[int], list[int] | None, list[tuple[int, int]] | None] | None = None,
     ) -> dict[str, list[tuple[str, int]]]:
-        """The mentions the text asserts as current, by term id. Cues are grouped by clause first,
-        so each mention only looks at the cues of its own clause. `facts`: ids of the mentions
-        (ages) that are current whatever their clause says."""
+        """The mentions of `read` (some or all of `mentions`) the text asserts as current, by term
+        id. Cues are grouped by clause first, so each mention only looks at the cues of its own
+        clause. `facts`: ids of the mentions (ages) that are current whatever their clause says.
+        `scope`: the sentence starts, and the sentences read and their spans (None: all); clauses
+        are then only marked in those spans, and each span starts one."""
         ctx = self._context
         get = cues.get
-        breaks = [m.end() for m in _PUNCTUATION.finditer(text)]
+        sentences, wanted, spans = scope or (None, None, None)
+        if spans is None:
+            breaks = [m.end() for m in _PUNCTUATION.finditer(text)]
+        else:
+            breaks = []
+            for begin, end in spans:
+                breaks.append(begin)
+                breaks += [m.end() for m in _PUNCTUATION.finditer(text, begin, end)]
         if extra := get("clause_breaks"):
             breaks += [end for _, _, end in extra]
             breaks.sort()
@@ -151,12 +241,13 @@ class Scanner:
         present = get("present", _NO_CUES)
         present_clauses = {bisect_right(clauses, start) - 1 for _, start, _ in present}
         general: set[int] = set()
-        sentences: list[int] = []
         unmasked = [(name, start) for name, start, end in general_cues if not in_term(start, end)]
         if unmasked:
-            sentences = [0] + [m.end() for m in _SENTENCE_END.finditer(text)]
+            if sentences is None:
+                sentences = [0] + [m.end() for m in _SENTENCE_END.finditer(text)]
             if any(name == "general_intent" for name, _ in unmasked):
-                general = set(range(len(sentences)))  # learning, not reporting: every sentence
+                # learning, not reporting: every sentence (every sentence read)
+                general = set(range(len(sentences)) if wanted is None else wanted)
             else:
                 general = {bisect_right(sentences, start) - 1 for _, start in unmasked}
             general -= {bisect_right(sentences, start) - 1 for _, start, _ in present}
@@ -182,7 +273,7 @@ class Scanner:
         last_resolved: int | None = None  # start of the last resolution (就好了), searched on first need
         negated: dict[int, list[int]] = {}  # clause -> ends of its negated mentions, in order
         found: dict[str, list[tuple[str, int]]] = {}
-        for mention in mentions:
+        for mention in read:
             term, start, end = mention
             if facts is not None and id(mention) in facts:
                 found.setdefault(term.id, []).append((text[start:end], start))
