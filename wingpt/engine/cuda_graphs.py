@@ -74,11 +74,19 @@ class DecodeGraphs:
             self._buckets[(b, k)] = bucket
         return bucket
 
+    def _key(self, step: StepInputs) -> tuple[int, int]:
+        b = next(s for s in self.buckets if s >= step.decode_rows)
+        return b, self.context_bucket(step.decode_tables.shape[1] * self.runner.block_size)
+
+    def will_capture(self, step: StepInputs) -> bool:
+        """Running `step` captures its bucket's graph first (slow: two eager warm-up steps and the capture)."""
+        bucket = self._buckets.get(self._key(step))
+        return self.capture and (bucket is None or bucket.graph is None)
+
     @torch.inference_mode()
     def run(self, step: StepInputs) -> torch.Tensor:
         n, width = step.decode_rows, step.decode_tables.shape[1]
-        b = next(s for s in self.buckets if s >= n)
-        k = self.context_bucket(width * self.runner.block_size)
+        b, k = self._key(step)
         scratch = self.runner.scratch_slot
         bucket = self._bucket(b, k)
         tables, lengths = bucket.inputs.decode_tables, bucket.inputs.decode_lengths

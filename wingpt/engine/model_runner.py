@@ -212,10 +212,14 @@ class ModelRunner:
         k_cache, v_cache = self.k_cache[index], self.v_cache[index]
         # Rotary on q and k, and k and v into the cache at the step's slots (kernels/rotary.py).
         q, k = rotate_and_store(q, k, v, cos, sin, k_cache, v_cache, step.slots)  # [T, heads | kv_heads, D]
+        d = step.decode_rows
+        if not step.prefills:  # decodes only: their attention is the whole output, no copy into a joint one
+            rows = decode_attention(q, k_cache, v_cache, step.decode_tables, step.decode_lengths, self.block_size,
+                                    self.scale)  # [T, heads, D]
+            return attn.o_proj(rows.reshape(tokens, self.heads * self.head_dim))
         q = q.transpose(0, 1)  # [heads, T, D]
         out = torch.empty_like(q)
         gqa = self.heads != self.kv_heads
-        d = step.decode_rows
         if d:
             rows = decode_attention(q[:, :d].transpose(0, 1), k_cache, v_cache, step.decode_tables,
                                     step.decode_lengths, self.block_size, self.scale)  # [d, heads, D]
