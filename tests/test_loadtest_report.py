@@ -162,7 +162,7 @@ def test_the_readme_and_the_helm_docs_quote_the_replica_function() -> None:
         return (f"ceil({patients} / {knee}) = {plan.serving_replicas} serving + {plan.profile.spare_replicas} spare "
                 f"= {plan.replicas} replicas, {plan.gpus} GPUs")
 
-    assert quoted(500, 128) in text("README.md")
+    assert quoted(500, 112) in text("README.md")
     assert quoted(500, 40) in text("docs/helm.md")
     assert f"{plan_replicas(500, 40, '14b-tp2').gpus} GPUs for 14B tp 2" in text("docs/helm.md")
 

@@ -133,6 +133,12 @@ def ask(page: Page, question: str) -> None:
     box.press("Enter")
 
 
+def wait_until_idle(page: Page) -> None:
+    """The last answer has ended as the page shows it (its progress indicator hidden): a question typed before
+    that may not be taken, and Gradio repeats an event's last outputs when it completes."""
+    expect(page.locator("#chat .wrap").first).to_have_class(re.compile(r"\bhide\b"), timeout=60_000)
+
+
 def last_answer(page: Page) -> str:
     bots = page.locator(BOT)
     return bots.nth(bots.count() - 1).inner_text() if bots.count() else ""
@@ -200,8 +206,9 @@ def test_a_follow_up_question_is_answered_with_the_conversation_so_far(page, cli
     alone = len(build_prompt_ids(tok, [Message("user", follow_up)], budget)[0])
     assert with_history > alone
     seen = len(triton_server.log_text())
+    wait_until_idle(page)
     ask(page, follow_up)
-    expect(page.locator(BOT)).to_have_count(2)
+    expect(page.locator(BOT)).to_have_count(2, timeout=60_000)
 
     def prompt_tokens() -> list[int]:
         return [int(n) for n in re.findall(r"engine_id=\S+ triage=\w+ prompt_tokens=(\d+)",
@@ -244,9 +251,9 @@ def test_the_stop_button_cancels_the_answer_on_the_server(page, client, triton_s
     assert squash(full).startswith(stopped) and len(stopped) < len(squash(full))
     for other in others:
         other.join()
-    # The conversation goes on after a stop.
+    # The conversation goes on after a stop (the page marks a stopped event as an error, not as ended).
     ask(page, "谢谢")
-    expect(page.locator(USER)).to_have_count(2)
+    expect(page.locator(USER)).to_have_count(2, timeout=60_000)
 
 
 def test_an_emergency_shows_the_urgent_care_notice_before_the_answer(page, client):
@@ -262,6 +269,7 @@ def test_an_emergency_shows_the_urgent_care_notice_before_the_answer(page, clien
                     else f"🚨 {text.URGENT_TITLE}：{triage.notice}")
     page.screenshot(path=str(OUTPUT / "ui-emergency.png"), full_page=True)
     # A question that is not an emergency takes the banner away; the notice stays in the conversation above.
+    wait_until_idle(page)
     ask(page, text.EXAMPLES[4])
     expect(banner).to_be_hidden(timeout=60_000)
     expect(page.locator(BOT).first).to_contain_text(triage.notice)
@@ -289,11 +297,9 @@ def test_the_clear_button_starts_a_new_conversation(page, client):
     expected = client.chat(question, **card_defaults())
     ask(page, question)
     wait_for_answer(page, expected)
-    # Cleared once the answer has ended, as the page shows it (its progress indicator hidden): Gradio repeats an
-    # event's last outputs when it completes, so a clear between the last text and that would be undone.
-    expect(page.locator("#chat .wrap").first).to_have_class(re.compile(r"\bhide\b"))
+    wait_until_idle(page)  # a clear between the last text and the event's completion would be undone
     page.locator("#clear").click()
-    expect(page.locator(USER)).to_have_count(0)
+    expect(page.locator(USER)).to_have_count(0, timeout=60_000)
     # Asked again after clearing, the question is answered as a first question: no history was kept.
     ask(page, question)
     wait_for_answer(page, expected)
