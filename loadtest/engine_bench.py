@@ -20,6 +20,7 @@ memory, and on a GPU the fraction of the weight-bandwidth roofline for the batch
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import json
@@ -28,7 +29,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -196,8 +197,25 @@ class CbManager:
             config = ContinuousBatchingConfig(max_requests_per_batch=max_streams, **size)
         except TypeError:  # another transformers version's fields: its defaults
             config = ContinuousBatchingConfig()
+        self.model = model
+        self.original_attention = model.config._attn_implementation
         self.manager = model.init_continuous_batching(generation_config=gen, continuous_batching_config=config)
         self.manager.start()
+        # The manager switches the shared model to an attention it can page (e.g. "paged|eager") until it stops;
+        # static `generate` cannot run with it, so rows of `generate` after the first `cb` row put it back.
+        self.attention = model.config._attn_implementation
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The model with its own attention implementation while the manager is idle (for `generate`)."""
+        if self.attention == self.original_attention:
+            yield
+            return
+        self.model.set_attn_implementation(self.original_attention)
+        try:
+            yield
+        finally:
+            self.model.set_attn_implementation(self.attention)
 
     def run(self, prompts: list[list[int]], output_tokens: int) -> dict:
         stamps: dict[str, list[float]] = {}
@@ -321,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                                 runs.append(run_engine(model, prompts[:n], args.output_tokens, penalty,
                                                        factory if system == "engine" else sync_factory))
                             elif system == "generate":
-                                runs.append(run_generate(model, prompts[:n], args.output_tokens, penalty))
+                                with cb.paused() if cb is not None else contextlib.nullcontext():
+                                    runs.append(run_generate(model, prompts[:n], args.output_tokens, penalty))
                             else:
                                 if cb is None:
                                     cb = CbManager(model, max(streams), args.output_tokens, args.prompt_tokens)
