@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
 from wingpt_client import ClientConfig
+from wingpt_client.config import add_connection_flags, config_from_flags
 
 from wingpt.settings import ServerSettings
 
@@ -101,15 +102,7 @@ class OpenAISettings:
         """Flags win over the environment; a bad value raises ValueError naming it (argparse exits on bad flags)."""
         env = os.environ if environ is None else environ
         args = _parser().parse_args(argv)
-        token = None
-        if args.token_file:
-            with open(args.token_file, encoding="utf-8") as f:
-                token = f.read().strip()
-        client = ClientConfig.from_env(
-            env, url=args.triton_url, model=args.triton_model, timeout_s=args.timeout, ssl=args.ssl,
-            root_certificates=args.root_certificates, private_key=args.private_key,
-            certificate_chain=args.certificate_chain, token_key=args.token_key, token=token,
-        )
+        client = config_from_flags(args, env)
         values: dict[str, object] = {"client": client}
         for f in _own_fields():
             raw = getattr(args, f.name)
@@ -140,19 +133,8 @@ def _own_fields() -> list:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m openai_api", description="OpenAI-compatible chat completions "
                                      "in front of the Triton deployment. Flags override the environment variables.")
-    conn = parser.add_argument_group("Triton connection (the client library's WINGPT_* variables)")
-    conn.add_argument("--triton-url", help="Triton gRPC host:port; grpcs://host:port turns TLS on (env WINGPT_URL; "
-                                           "default 127.0.0.1:8001)")
-    conn.add_argument("--triton-model", help="Triton model name (env WINGPT_MODEL; default ensemble)")
-    conn.add_argument("--timeout", type=float, metavar="S",
-                      help="deadline of one answer, seconds; past it: 504 (env WINGPT_TIMEOUT_S; default 120)")
-    conn.add_argument("--ssl", action="store_true", default=None, help="TLS to Triton (env WINGPT_SSL)")
-    conn.add_argument("--root-certificates", metavar="PEM", help="CA that signed Triton's certificate")
-    conn.add_argument("--private-key", metavar="PEM", help="client key, mutual TLS")
-    conn.add_argument("--certificate-chain", metavar="PEM", help="client certificate, mutual TLS")
-    conn.add_argument("--token-key", help="restricted-protocol header key (env WINGPT_TOKEN_KEY)")
-    conn.add_argument("--token-file", metavar="PATH", help="file holding the restricted-protocol token "
-                                                           "(else env WINGPT_TOKEN)")
+    add_connection_flags(parser, "Triton connection (the client library's WINGPT_* variables)", url_flag="--triton-url",
+                         model_flag="--triton-model", retries=False)
     own = parser.add_argument_group("endpoint")
     for f in _own_fields():
         text = f"{f.metadata['help']} (env {f.metadata['env']}; default {f.default!r})"

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
 from wingpt_client import ClientConfig
+from wingpt_client.config import add_connection_flags, config_from_flags
 
 from wingpt.settings import ServerSettings
 
@@ -67,15 +68,7 @@ class UiSettings:
         """Flags win over the environment; a bad value raises ValueError naming it (argparse exits on bad flags)."""
         env = os.environ if environ is None else environ
         args = _parser().parse_args(argv)
-        token = None
-        if args.token_file:
-            with open(args.token_file, encoding="utf-8") as f:
-                token = f.read().strip()
-        client = ClientConfig.from_env(
-            env, url=args.triton_url, model=args.model, timeout_s=args.timeout, ssl=args.ssl,
-            root_certificates=args.root_certificates, private_key=args.private_key,
-            certificate_chain=args.certificate_chain, token_key=args.token_key, token=token,
-        )
+        client = config_from_flags(args, env)
         values: dict[str, object] = {"client": client}
         for f in _own_fields():
             raw = getattr(args, f.name)
@@ -99,21 +92,8 @@ def _own_fields() -> list:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ui", description="WiNGPT2 triage chat (Gradio), a client of "
                                      "the Triton deployment. Flags override the environment variables named below.")
-    conn = parser.add_argument_group("Triton connection (the client library's WINGPT_* variables)")
-    conn.add_argument("--triton-url", help="Triton gRPC host:port; grpcs://host:port turns TLS on (env WINGPT_URL; "
-                                           "default 127.0.0.1:8001)")
-    conn.add_argument("--model", help="Triton model name (env WINGPT_MODEL; default ensemble)")
-    conn.add_argument("--timeout", type=float, metavar="S",
-                      help="deadline of one answer, seconds (env WINGPT_TIMEOUT_S; default 120)")
-    conn.add_argument("--ssl", action="store_true", default=None, help="TLS to Triton (env WINGPT_SSL)")
-    conn.add_argument("--root-certificates", metavar="PEM", help="CA that signed Triton's certificate "
-                                                                 "(env WINGPT_ROOT_CERTIFICATES)")
-    conn.add_argument("--private-key", metavar="PEM", help="client key, mutual TLS (env WINGPT_PRIVATE_KEY)")
-    conn.add_argument("--certificate-chain", metavar="PEM",
-                      help="client certificate, mutual TLS (env WINGPT_CERTIFICATE_CHAIN)")
-    conn.add_argument("--token-key", help="restricted-protocol header key (env WINGPT_TOKEN_KEY)")
-    conn.add_argument("--token-file", metavar="PATH", help="file holding the restricted-protocol token "
-                                                           "(else env WINGPT_TOKEN)")
+    add_connection_flags(parser, "Triton connection (the client library's WINGPT_* variables)", url_flag="--triton-url",
+                         model_flag="--model", retries=False)
     ui = parser.add_argument_group("UI")
     for f in _own_fields():
         kind = {"int": int, "float": float}.get(str(f.type), str)

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from wingpt_client._protocol import Triage
 from wingpt_client.client import WingptClient
-from wingpt_client.config import DEFAULT_TOKEN_KEY, DEFAULT_URL, ClientConfig
+from wingpt_client.config import ClientConfig, add_connection_flags, config_from_flags
 from wingpt_client.errors import (
     CancelledError,
     DeadlineExceededError,
@@ -59,19 +59,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("-i", "--interactive", action="store_true", help="multi-turn chat, one user turn per line")
     parser.add_argument("--json", action="store_true", help="print one JSON object per answer instead of text")
     parser.add_argument("--info", action="store_true", help="print server health and model info as JSON, then exit")
-    conn = parser.add_argument_group("connection")
-    conn.add_argument("--url", help=f"Triton gRPC host:port (env WINGPT_URL; default {DEFAULT_URL})")
-    conn.add_argument("--model", help="Triton model name (env WINGPT_MODEL; default ensemble)")
-    conn.add_argument("--timeout", type=float, metavar="S", help="deadline per answer, seconds (env WINGPT_TIMEOUT_S)")
-    conn.add_argument("--retries", type=int, help="retries when the server cannot be reached (env WINGPT_RETRIES)")
-    conn.add_argument("--ssl", action="store_true", default=None, help="use TLS (env WINGPT_SSL)")
-    conn.add_argument("--root-certificates", metavar="PEM", help="CA bundle that signed the server certificate")
-    conn.add_argument("--private-key", metavar="PEM", help="client key, for mutual TLS")
-    conn.add_argument("--certificate-chain", metavar="PEM", help="client certificate chain, for mutual TLS")
-    conn.add_argument("--token-key", help=f"restricted-protocol key: header triton-grpc-protocol-<key> "
-                                          f"(env WINGPT_TOKEN_KEY; default {DEFAULT_TOKEN_KEY})")
-    conn.add_argument("--token-file", metavar="PATH", help="file holding the token (else env WINGPT_TOKEN; "
-                                                           "never on the command line, where ps shows it)")
+    add_connection_flags(parser)
     gen = parser.add_argument_group("generation (server defaults when left out)")
     gen.add_argument("--system", help="system turn before the conversation")
     gen.add_argument("--max-tokens", type=int)
@@ -85,18 +73,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     if args.prompt and (args.interactive or args.info):
         parser.error("give a prompt, or --interactive, or --info")
     return args
-
-
-def _config(args: argparse.Namespace) -> ClientConfig:
-    token = None
-    if args.token_file:
-        with open(args.token_file, encoding="utf-8") as f:
-            token = f.read().strip()
-    return ClientConfig.from_env(
-        url=args.url, model=args.model, timeout_s=args.timeout, retries=args.retries, ssl=args.ssl,
-        root_certificates=args.root_certificates, private_key=args.private_key,
-        certificate_chain=args.certificate_chain, token_key=args.token_key, token=token,
-    )
 
 
 def _sampling(args: argparse.Namespace) -> dict[str, Any]:
@@ -213,7 +189,7 @@ def _interactive(client: WingptClient, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     try:
-        config = _config(args)
+        config = config_from_flags(args)
     except (ValueError, OSError) as exc:
         print(f"wingpt-chat: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ settings from `WINGPT_*` environment variables.
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -135,3 +136,40 @@ def _pem(source: PemSource | None) -> bytes | None:
     if source is None or isinstance(source, bytes):
         return source
     return Path(source).read_bytes()
+
+
+def add_connection_flags(parser: argparse.ArgumentParser, title: str = "connection", *, url_flag: str = "--url",
+                         model_flag: str = "--model", retries: bool = True) -> None:
+    """The connection flags of every program built on this client (the CLI, the UI, the OpenAI endpoint), read
+    back by `config_from_flags`; a program that has a model or URL of its own names these `--triton-*`."""
+    conn = parser.add_argument_group(title)
+    conn.add_argument(url_flag, dest="url", help="Triton gRPC host:port; grpcs://host:port turns TLS on "
+                                                 f"(env WINGPT_URL; default {DEFAULT_URL})")
+    conn.add_argument(model_flag, dest="model", help=f"Triton model name (env WINGPT_MODEL; default {DEFAULT_MODEL})")
+    conn.add_argument("--timeout", type=float, metavar="S",
+                      help=f"deadline of one answer, seconds (env WINGPT_TIMEOUT_S; default {DEFAULT_TIMEOUT_S:g})")
+    if retries:
+        conn.add_argument("--retries", type=int, help="retries when the server cannot be reached (env WINGPT_RETRIES)")
+    conn.add_argument("--ssl", action="store_true", default=None, help="TLS to Triton (env WINGPT_SSL)")
+    conn.add_argument("--root-certificates", metavar="PEM",
+                      help="CA that signed Triton's certificate (env WINGPT_ROOT_CERTIFICATES)")
+    conn.add_argument("--private-key", metavar="PEM", help="client key, mutual TLS (env WINGPT_PRIVATE_KEY)")
+    conn.add_argument("--certificate-chain", metavar="PEM",
+                      help="client certificate chain, mutual TLS (env WINGPT_CERTIFICATE_CHAIN)")
+    conn.add_argument("--token-key", help="restricted-protocol key: header triton-grpc-protocol-<key> "
+                                          f"(env WINGPT_TOKEN_KEY; default {DEFAULT_TOKEN_KEY})")
+    conn.add_argument("--token-file", metavar="PATH", help="file holding the restricted-protocol token (else env "
+                                                           "WINGPT_TOKEN; never a flag, ps would show it)")
+
+
+def config_from_flags(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ClientConfig:
+    """`ClientConfig` from `add_connection_flags`' flags, else the `WINGPT_*` environment, else the defaults."""
+    token = None
+    if args.token_file:
+        with open(args.token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+    return ClientConfig.from_env(
+        environ, url=args.url, model=args.model, timeout_s=args.timeout, retries=getattr(args, "retries", None),
+        ssl=args.ssl, root_certificates=args.root_certificates, private_key=args.private_key,
+        certificate_chain=args.certificate_chain, token_key=args.token_key, token=token,
+    )
