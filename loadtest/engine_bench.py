@@ -331,10 +331,10 @@ def main(argv: list[str] | None = None) -> int:
                     if time.monotonic() - started > args.time_budget_s:
                         report["errors"].append(f"time budget spent: skipped {system} at {n} streams")
                         continue
-                    free_memory(device)
                     try:
                         runs = []
                         for _ in range(args.repeats):
+                            free_memory(device)  # the last run's engine (a reference cycle) goes before the next
                             if system in ("engine", "engine-sync"):
                                 runs.append(run_engine(model, prompts[:n], args.output_tokens, penalty,
                                                        factory if system == "engine" else sync_factory))
