@@ -304,3 +304,28 @@ def test_decode_steps_in_the_padded_graph_shapes_give_the_same_tokens(model, sam
     assert answers[True] == answers[False]
     if not sampling:
         assert answers[True] == [reference(model, ids, n) for ids, n in cases]
+
+
+def test_the_packed_projections_are_the_models_own_weights_and_a_second_engine_reuses_them(model) -> None:
+    """q/k/v and gate/up run as one GEMM each; packing them must not double the weights' memory, and the model
+    object stays transformers' model (the tests' `generate` reference runs on it)."""
+    first, second = engine(model, blocks=8), engine(model, blocks=8)
+    try:
+        attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
+        qkv, bias = first.runner.qkv[0]
+        assert attn.q_proj.weight.data_ptr() == qkv.data_ptr(), "q_proj's weight is a view of the packed matrix"
+        assert attn.v_proj.bias.data_ptr() == bias[-attn.v_proj.out_features:].data_ptr()
+        assert mlp.up_proj.weight.data_ptr() == first.runner.gate_up[0][mlp.gate_proj.out_features:].data_ptr()
+        assert second.runner.qkv[0][0] is qkv, "a second engine on the same model packs nothing again"
+    finally:
+        first.shutdown()
+        second.shutdown()
+
+
+def test_decode_attention_splits_a_lone_rows_context_but_not_a_full_batchs() -> None:
+    from wingpt.engine.kernels.paged_attention import split_count
+
+    assert split_count(rows=1, heads=32, context=512) == 8, "parts of at least 64 positions"
+    assert split_count(rows=1, heads=32, context=4096) == 32, "enough programs to fill the GPU, no more"
+    assert split_count(rows=64, heads=32, context=4096) == 1
+    assert split_count(rows=1, heads=32, context=32) == 1
