@@ -70,8 +70,7 @@ def kv_cache_blocks(model: torch.nn.Module, block_size: int, *, cache_bytes: int
 class _Sampled:
     """One sequence's token in a step whose samples are still on the device."""
 
-    seq: Sequence
-    position: int  # where the token goes in seq.tokens; -1: the sequence had ended before the step ran
+    seq: Sequence  # its placeholder is its last token, its row in the samples `seq.pending`
     ended: bool  # the token is its last by length: it left the batch already and is delivered when read
 
 
@@ -411,13 +410,12 @@ class PagedEngine:
         """Placeholders for tokens still on the device; a sequence at its length limit leaves the batch now."""
         sampled = []
         for j, seq in enumerate(seqs):
-            if seq.status is Status.FINISHED:
-                sampled.append(_Sampled(seq, -1, False))
+            if seq.status is Status.FINISHED:  # ended before this step's token was read
                 continue
             seq.tokens.append(PENDING_TOKEN)
             seq.pending = j
             ended = len(seq.tokens) - seq.prompt_len >= seq.request.max_new_tokens
-            sampled.append(_Sampled(seq, len(seq.tokens) - 1, ended))
+            sampled.append(_Sampled(seq, ended))
             if ended:
                 self._finish(seq)
         if tokens.device.type != "cuda":
@@ -438,11 +436,11 @@ class PagedEngine:
         values = pending.host.tolist()
         self._pending = None
         kept = []
-        for item, token in zip(pending.sampled, values, strict=True):
+        for item in pending.sampled:
             seq = item.seq
-            if item.position < 0 or (seq.status is Status.FINISHED and not item.ended):
+            if seq.status is Status.FINISHED and not item.ended:
                 continue  # it ended (cancelled, failed) while its token was on the device
-            seq.tokens[item.position] = token
+            seq.tokens[-1] = values[seq.pending]
             seq.pending = -1
             try:
                 if self._faults is not None:

@@ -67,6 +67,20 @@ def upload(values: list[int] | list[float], dtype: torch.dtype, device: torch.de
     return host.pin_memory().to(device, non_blocking=True)
 
 
+def upload_parts(parts: list[list[int]], device: torch.device) -> list[torch.Tensor]:
+    """Several index lists on the device in one `upload`, each view starting 16-byte aligned (the Triton
+    kernels are compiled per pointer alignment: an odd offset would compile, and run, slower variants)."""
+    flat: list[int] = []
+    for part in parts:
+        flat += part + [0] * (len(part) % 2)
+    on_device = upload(flat, torch.long, device)
+    views, offset = [], 0
+    for part in parts:
+        views.append(on_device[offset:offset + len(part)])
+        offset += len(part) + len(part) % 2
+    return views
+
+
 def _fuse(owner: torch.nn.Module, linears: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One weight (and bias) for projections of the same input; the modules' weights become views of it.
     Kept on `owner`, so that a second engine on the same model object reuses it instead of copying again."""
@@ -157,18 +171,9 @@ class ModelRunner:
                 length = c.start + c.length
                 table = torch.tensor(self._tables([c.seq.block_table], [length]))
                 parts.append(context_slots(table, torch.tensor([length]), bs)[0][0, :length].tolist())
-            spans.append((offset, c.length, c.start, bool(c.start)))
+            spans.append((offset, c.length, c.start))
             offset += c.length
-        # Every index tensor of the step in one copy to the device, each starting 16-byte aligned (the Triton
-        # kernels are compiled per pointer alignment: an odd offset would compile, and run, slower variants).
-        flat = []
-        for part in parts:
-            flat += part + [0] * (len(part) % 2)
-        on_device = upload(flat, torch.long, self.device)
-        device, offset = [], 0
-        for part in parts:
-            device.append(on_device[offset:offset + len(part)])
-            offset += len(part) + len(part) % 2
+        device = upload_parts(parts, self.device)  # every index tensor of the step in one copy
         tokens_t, positions_t, slots_t, logit_t, rows_t, cols_t, fill_at_t, fill_from_t = device[:8]
         if fill_at:
             assert pending is not None, "a pending token without its step's samples"
@@ -176,7 +181,7 @@ class ModelRunner:
         rest = iter(device[8:])
         decode_lengths = next(rest) if decodes else None
         decode_tables = next(rest).view(len(decodes), width) if decodes else None
-        prefills = [(o, n, start, next(rest) if has_context else None) for o, n, start, has_context in spans]
+        prefills = [(o, n, start, next(rest) if start else None) for o, n, start in spans]
         return StepInputs(tokens_t, positions_t, slots_t, len(decodes), decode_tables, decode_lengths, prefills,
                           logit_t, rows_t, cols_t), decodes + others
 
